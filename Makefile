@@ -17,7 +17,7 @@ PKGS     := libpcre2-8 libzstd yaml-0.1 libcjson libxxhash
 OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wshadow \
-             -Ilib -DGPT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
+             -Ilib -DGPT_VERSION='"$(VERSION)"' -DGPT_SHARE_DIR='"$(PREFIX)/share/gpt"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lzstd -lyaml -lcjson -lxxhash) \
              -lm -lpthread $(LDLIBS)
 LDFLAGS_ALL = $(SAN) -fopenmp $(LDFLAGS)
@@ -44,6 +44,7 @@ CU_OBJ   :=
 TESTS    := $(filter-out $(O)/t/bin/test_cuda%,$(TESTS))
 endif
 
+.SECONDARY:
 .PHONY: all test asan install clean deps demo fuzz check-deps
 all: check-deps $(LIBGPT) $(PROGS) $(TESTS)
 
@@ -52,23 +53,28 @@ check-deps:
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
 $(O)/obj/kernels/%.o: kernels/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	@echo '  NVCC    $<'
+	@$(NVCC) $(NVFLAGS) -c $< -o $@
 
 $(LIBGPT): $(LIB_OBJ) $(CU_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo '  AR      $@'
+	@rm -f $@ && ar rcs $@ $^
 
 $(O)/bin/%: $(O)/obj/cmd/%.o $(LIBGPT)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
+	@echo '  LD      $@'
+	@$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
 
 $(O)/t/bin/%: $(O)/obj/t/%.o $(LIBGPT)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
+	@echo '  LD      $@'
+	@$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
 
 deps:
 	@scripts/deps

@@ -20,6 +20,8 @@ int gpt_tk_add_token(gpt_tokenizer *tk, uint32_t id, const void *bytes, size_t l
 /* Merges are ranked in call order. Both ids must be ordinary tokens added before finish; their
  * concatenation must be a token too (checked in finish). */
 int gpt_tk_add_merge(gpt_tokenizer *tk, uint32_t left, uint32_t right, gpt_err *err);
+/* Largest id added so far (ordinary or special), 0 when none. */
+uint32_t gpt_tk_max_id(const gpt_tokenizer *tk);
 /* Whole-piece lookup before merging (HF "ignore_merges"; always on without merges). */
 void gpt_tk_set_ignore_merges(gpt_tokenizer *tk, int on);
 int gpt_tk_add_special(gpt_tokenizer *tk, const char *text, uint32_t id, gpt_err *err);
