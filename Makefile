@@ -92,7 +92,7 @@ asan: deps
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' CUDA=0 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  GPT_BIN=$(abspath asan/bin) GPT_TBIN=$(abspath asan/t/bin) GPT_CUDA_BUILT=0 GPT_ASAN=1 \
-	  $(PROVE) $(PROVE_FLAGS) t/*.t $(filter-out $(O)/t/bin/test_cuda%,$(TESTS:$(O)/%=asan/%))
+	  $(PROVE) $(PROVE_FLAGS) t/*.t $(filter-out asan/t/bin/test_cuda%,$(TESTS:$(O)/%=asan/%))
 
 # libFuzzer targets (clang); each parser has one. Run: fuzz/bin/NAME -max_total_time=60 fuzz/corpus/NAME
 FUZZ_CC ?= clang

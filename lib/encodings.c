@@ -76,8 +76,16 @@ static char *find_rank_file(const builtin *b, gpt_err *err)
     char looked[700] = "";
     size_t used = 0;
     const char *env = getenv("GPT_TOKENIZER_PATH");
-    char *dirs = gpt_xmalloc((env ? strlen(env) : 0) + strlen(GPT_SHARE_DIR) + 32);
-    sprintf(dirs, "%s%s%s/tokenizers", env && *env ? env : "", env && *env ? ":" : "", GPT_SHARE_DIR);
+    /* $GPT_TOKENIZER_PATH, then where scripts/fetch-tokenizers puts files by default, then the
+     * installed share/. */
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    char user[512] = "";
+    if (xdg && *xdg)
+        snprintf(user, sizeof user, "%s/gpt/tokenizers:", xdg);
+    else if (home && *home)
+        snprintf(user, sizeof user, "%s/.local/share/gpt/tokenizers:", home);
+    char *dirs = gpt_xmalloc((env ? strlen(env) : 0) + strlen(user) + strlen(GPT_SHARE_DIR) + 32);
+    sprintf(dirs, "%s%s%s%s/tokenizers", env && *env ? env : "", env && *env ? ":" : "", user, GPT_SHARE_DIR);
     char *save = NULL;
     for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         size_t n = strlen(d) + strlen(b->file) + 2;
@@ -111,9 +119,10 @@ static gpt_tokenizer *open_builtin(const builtin *b, const char *vocab_file, con
     gpt_tokenizer *tk = gpt_tk_new(b->name);
     int rc = gpt_parse_tiktoken(tk, blob.data, blob.size, vocab_file, err);
     gpt_blob_free(&blob);
+    /* tiktoken's o200k_harmony keeps o200k_base's <|endofprompt|> at 200018: it names the id
+     * (decode) and <|reserved_200018|> is an alias of it. */
+    if (rc == 0 && b->harmony) rc = gpt_tk_add_special(tk, "<|endofprompt|>", 200018, err);
     if (rc == 0 && b->harmony) {
-        /* Reserved names first, so that they name their ids; o200k_base's <|endofprompt|> stays
-         * usable as an alias of 200018, as in tiktoken. */
         for (uint32_t id = 200000; id < b->n_vocab && rc == 0; id++) {
             int named = 0;
             for (const named_id *s = b->specials; s->text; s++) named |= s->id == id;
@@ -124,7 +133,6 @@ static gpt_tokenizer *open_builtin(const builtin *b, const char *vocab_file, con
         }
     }
     for (const named_id *s = b->specials; rc == 0 && s->text; s++) rc = gpt_tk_add_special(tk, s->text, s->id, err);
-    if (rc == 0 && b->harmony) rc = gpt_tk_add_special(tk, "<|endofprompt|>", 200018, err);
     if (rc == 0) rc = gpt_tk_finish(tk, pattern ? pattern : b->pattern, b->n_vocab, err);
     if (rc == 0 && gpt_tokenizer_n_ordinary(tk) + 1 > b->n_vocab) rc = -1;
     if (rc < 0) {
