@@ -13,7 +13,7 @@ CUDA    ?= $(if $(NVCC),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 VERSION := 0.1.0
 
-PKGS     := libpcre2-8 libzstd yaml-0.1 libcjson libxxhash
+PKGS     := libpcre2-8 libzstd yaml-0.1 libcjson libxxhash openblas
 OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wshadow \

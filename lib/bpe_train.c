@@ -159,45 +159,48 @@ static chunk *make_chunks(const unsigned char *const *texts, const size_t *lens,
     return c;
 }
 
+/* Chunks are split in batches so that at most BATCH per-chunk maps are alive at once. */
+#define BATCH 64
+
 static int count_pieces(const gpt_regex *re, const unsigned char *const *texts, const size_t *lens,
                         size_t n_texts, size_t chunk_bytes, int threads, piece_map *out,
                         gpt_err *err)
 {
     size_t nc;
     chunk *c = make_chunks(texts, lens, n_texts, chunk_bytes, &nc);
-    piece_map *maps = gpt_xcalloc(nc ? nc : 1, sizeof *maps);
-    gpt_err *errs = gpt_xcalloc(nc ? nc : 1, sizeof *errs);
-    int *rc = gpt_xcalloc(nc ? nc : 1, sizeof *rc);
-    long long nci = (long long)nc;
-    if (threads > 0) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-        for (long long k = 0; k < nci; k++)
-            rc[k] = gpt_regex_split(re, texts[c[k].text] + c[k].begin, c[k].end - c[k].begin,
-                                    on_piece, &maps[k], &errs[k]);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (long long k = 0; k < nci; k++)
-            rc[k] = gpt_regex_split(re, texts[c[k].text] + c[k].begin, c[k].end - c[k].begin,
-                                    on_piece, &maps[k], &errs[k]);
-    }
+    piece_map maps[BATCH];
+    gpt_err errs[BATCH];
+    int rc[BATCH];
     int ret = 0;
     memset(out, 0, sizeof *out);
-    /* Merged in chunk order, so entry order (and everything after) ignores the schedule. */
-    for (size_t k = 0; k < nc; k++) {
-        if (rc[k] != 0 && ret == 0) {
-            ret = gpt_errf(err, "pre-tokenizing input %zu at byte %zu: %s", c[k].text + 1,
-                           c[k].begin, errs[k].msg);
+    for (size_t b0 = 0; b0 < nc && ret == 0; b0 += BATCH) {
+        long long nb = (long long)(nc - b0 < BATCH ? nc - b0 : BATCH);
+        memset(maps, 0, sizeof maps);
+        const chunk *cb = c + b0;
+        if (threads > 0) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+            for (long long k = 0; k < nb; k++)
+                rc[k] = gpt_regex_split(re, texts[cb[k].text] + cb[k].begin, cb[k].end - cb[k].begin,
+                                        on_piece, &maps[k], &errs[k]);
+        } else {
+#pragma omp parallel for schedule(dynamic, 1)
+            for (long long k = 0; k < nb; k++)
+                rc[k] = gpt_regex_split(re, texts[cb[k].text] + cb[k].begin, cb[k].end - cb[k].begin,
+                                        on_piece, &maps[k], &errs[k]);
         }
-        if (ret == 0) {
-            for (size_t e = 0; e < maps[k].n; e++)
-                pm_add(out, maps[k].arena + maps[k].off[e], maps[k].len[e], maps[k].count[e]);
-            out->total += maps[k].total;
+        /* Merged in chunk order, so entry order (and everything after) ignores the schedule. */
+        for (long long k = 0; k < nb; k++) {
+            if (rc[k] != 0 && ret == 0)
+                ret = gpt_errf(err, "pre-tokenizing input %zu near byte %zu: %s", cb[k].text + 1,
+                               cb[k].begin, errs[k].msg);
+            if (ret == 0) {
+                for (size_t e = 0; e < maps[k].n; e++)
+                    pm_add(out, maps[k].arena + maps[k].off[e], maps[k].len[e], maps[k].count[e]);
+                out->total += maps[k].total;
+            }
+            pm_free(&maps[k]);
         }
-        pm_free(&maps[k]);
     }
-    free(maps);
-    free(errs);
-    free(rc);
     free(c);
     if (ret != 0) pm_free(out);
     return ret;
@@ -416,20 +419,16 @@ static void touch(trainer *t, uint32_t p)
     t->touched[t->ntouched++] = p;
 }
 
-/* Adds sign * count to every adjacent pair of word w; with sign > 0 also records w under the
- * pairs that contain `fresh` (the only pairs that may be new to w). */
-static void word_pairs(trainer *t, uint32_t w, int sign, uint32_t fresh)
+static void pair_add(trainer *t, uint32_t x, uint32_t y, int64_t delta, uint32_t w, int record)
 {
-    const uint32_t *s = t->ids + t->wstart[w];
-    int64_t c = (int64_t)t->wcount[w] * sign;
-    for (size_t i = 0; i + 1 < t->wlen[w]; i++) {
-        uint32_t p = pair_get(t, s[i], s[i + 1]);
-        t->pcnt[p] += c;
-        touch(t, p);
-        if (sign > 0 && (s[i] == fresh || s[i + 1] == fresh)) wlist_push(&t->pwords[p], w);
-    }
+    uint32_t p = pair_get(t, x, y);
+    t->pcnt[p] += delta;
+    touch(t, p);
+    if (record) wlist_push(&t->pwords[p], w);
 }
 
+/* Rewrites every word that may hold (a, b), updating only the pairs around each occurrence
+ * (constant work per occurrence, so a huge piece costs a scan, not a rehash, per merge). */
 static void merge_pair(trainer *t, uint32_t p, uint32_t a, uint32_t b, uint32_t id)
 {
     t->epoch++;
@@ -444,10 +443,21 @@ static void merge_pair(trainer *t, uint32_t p, uint32_t a, uint32_t b, uint32_t 
         size_t n = t->wlen[w], i = 0;
         while (i + 1 < n && !(s[i] == a && s[i + 1] == b)) i++;
         if (i + 1 >= n) continue; /* stale entry: an earlier merge consumed the pair here */
-        word_pairs(t, w, -1, 0);
+        int64_t c = (int64_t)t->wcount[w];
         size_t o = i;
         while (i < n) {
             if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                /* The left neighbour is already rewritten (it may be `id` itself); the right
+                 * one is not, and a following occurrence will retract (id, next) again. */
+                if (o > 0) {
+                    pair_add(t, s[o - 1], a, -c, w, 0);
+                    pair_add(t, s[o - 1], id, c, w, 1);
+                }
+                if (i + 2 < n) {
+                    pair_add(t, b, s[i + 2], -c, w, 0);
+                    pair_add(t, id, s[i + 2], c, w, 1);
+                }
+                pair_add(t, a, b, -c, w, 0);
                 s[o++] = id;
                 i += 2;
             } else {
@@ -455,7 +465,6 @@ static void merge_pair(trainer *t, uint32_t p, uint32_t a, uint32_t b, uint32_t 
             }
         }
         t->wlen[w] = o;
-        word_pairs(t, w, +1, id);
     }
     free(l.v);
     for (size_t k = 0; k < t->ntouched; k++) {
@@ -510,7 +519,7 @@ int gpt_bpe_train(const gpt_bpe_train_opts *o, const unsigned char *const *texts
                         n_texts == 1 ? " is" : "s are");
     double t0 = now_s();
     gpt_regex *re = gpt_regex_compile(gpt_bpe_pattern_regex(o->pattern), err);
-    if (!re) return gpt_err_prefix(err, "pre-tokenization pattern");
+    if (!re) return -1;
     piece_map pm;
     int rc = count_pieces(re, texts, lens, n_texts, o->chunk_bytes ? o->chunk_bytes : DEFAULT_CHUNK,
                           o->threads, &pm, err);

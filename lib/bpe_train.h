@@ -6,15 +6,16 @@
  *   gpt_bpe_write_tiktoken("out.tiktoken", &v, &err);
  *   gpt_bpe_vocab_free(&v);
  *
- * Algorithm (documented in gpt-tokenize(1)): each text is pre-tokenized with the pattern
- * (lib/pretok.h) and the distinct pieces are counted. Ranks 0..255 are the single bytes (rank =
- * byte value). Then, repeatedly, the adjacent token pair that occurs most often over all pieces
- * (every adjacent position counts, weighted by the piece's frequency) is merged everywhere, left
- * to right without overlap; its concatenation gets the next rank unless those bytes already are
- * a token (reached through another pair), in which case the existing token is reused and the
- * vocabulary does not grow. Ties go to the pair whose (left bytes, right bytes) is smallest
- * (bytewise, a prefix before a longer string). Training stops at vocab_size tokens or when no
- * pair occurs at least twice; the latter is not an error (n < vocab_size tells the caller).
+ * Algorithm (documented in gpt-tokenize(1)): each text is pre-tokenized on its own (no piece spans
+ * two texts) with the pattern (lib/pretok.h) and the distinct pieces are counted. Ranks 0..255 are
+ * the single bytes (rank = byte value). Then, repeatedly, the adjacent token pair that occurs most
+ * often over all pieces (every adjacent position counts, weighted by the piece's frequency) is
+ * merged everywhere, left to right without overlap, and its concatenation gets the next rank. (A
+ * merge cannot rebuild an existing token: wherever a token's bytes lie on token boundaries they
+ * were segmented exactly as the token alone was; the trainer still checks and would reuse the id,
+ * not duplicate it.) Ties go to the pair whose (left bytes, right bytes) is smallest (bytewise, a
+ * prefix before a longer string). Training stops at vocab_size tokens or when no pair occurs at
+ * least twice; the latter is not an error (n < vocab_size tells the caller).
  *
  * The result depends only on the inputs, the pattern and vocab_size: never on the thread count.
  * Texts are pre-tokenized in chunks cut at fixed places (a '\n' between a printable non-space

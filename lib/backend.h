@@ -1,0 +1,119 @@
+/* backend.h: the op interface that the model is written against.
+ *
+ * The forward and backward passes (model.c) call only these ops; a backend (CPU: backend_cpu.c,
+ * CUDA later) implements them on its own memory. Every pointer an op takes is backend memory
+ * from be->alloc. Matrices are row-major; `ld` is the row stride in elements, so an op can read
+ * or write a column slice of a wider matrix (the Q, K and V parts of one qkv buffer, say).
+ * Ops that accumulate say so ("+="): gradients accumulate, activations are overwritten.
+ * Every op is deterministic: same inputs, same bits. */
+#ifndef GPT_BACKEND_H
+#define GPT_BACKEND_H
+
+#include <stddef.h>
+
+typedef struct gpt_backend gpt_backend;
+
+enum { GPT_NORM_OP_LAYERNORM = 0, GPT_NORM_OP_RMSNORM = 1 };
+
+struct gpt_backend {
+    const char *name;
+    void *ctx;
+    void (*destroy)(gpt_backend *be);
+
+    /* ---- memory ---- */
+    void *(*alloc)(gpt_backend *be, size_t bytes); /* zero-filled; aborts on failure */
+    void (*free)(gpt_backend *be, void *p);
+    void (*to_device)(gpt_backend *be, void *dst, const void *src, size_t bytes);
+    void (*to_host)(gpt_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(gpt_backend *be, void *p, size_t bytes);
+
+    /* ---- dense algebra ---- */
+    /* C (M x N, ldc) = alpha * op(A) op(B) + beta * C. op(A) is M x K: A is M x K (lda) or, with
+     * ta, K x M. op(B) is K x N: B is K x N (ldb) or, with tb, N x K. */
+    void (*gemm)(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+    /* y[m, n] += b[n] for an M x N block (ldy). */
+    void (*bias_fwd)(gpt_backend *be, float *y, int ldy, const float *b, int M, int N);
+    /* db[n] += sum over m of dy[m, n]. */
+    void (*bias_bwd)(gpt_backend *be, float *db, const float *dy, int ldy, int M, int N);
+    /* y += a * x over n elements. */
+    void (*axpy)(gpt_backend *be, float *y, const float *x, float a, size_t n);
+    /* out = a + b over n elements (out may alias a or b). */
+    void (*add)(gpt_backend *be, float *out, const float *a, const float *b, size_t n);
+
+    /* ---- embeddings: x (B*T, C) = wte[tok] (+ wpe[t]) ---- */
+    void (*embed_fwd)(gpt_backend *be, float *x, const int *tok, const float *wte, const float *wpe, int B, int T,
+                      int C);
+    /* dwte[tok] += dx, dwpe[t] += dx (dwpe may be NULL). Deterministic order. */
+    void (*embed_bwd)(gpt_backend *be, float *dwte, float *dwpe, const float *dx, const int *tok, int B, int T,
+                      int C);
+
+    /* ---- norms over rows of C: LayerNorm (w, b; mean and rstd saved) or RMSNorm (w; rstd) ---- */
+    void (*norm_fwd)(gpt_backend *be, int kind, float *y, float *mean, float *rstd, const float *x, const float *w,
+                     const float *b, int N, int C, float eps);
+    /* dx += ..., dw += ..., db += ... (db unused for RMSNorm). */
+    void (*norm_bwd)(gpt_backend *be, int kind, float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, const float *mean, const float *rstd, int N, int C);
+
+    /* ---- rotary embedding, half-split (dim i pairs with i + D/2), in place on nh heads of D
+     * starting at x, rows of stride ld, row r at position r % T. cos/sin: (T, D/2), scaling
+     * already folded in. inverse applies the transpose (for the backward pass). ---- */
+    void (*rope)(gpt_backend *be, float *x, int ld, int B, int T, int nh, int D, const float *cos, const float *sin,
+                 int inverse);
+
+    /* ---- causal attention with GQA, an optional window and optional sinks.
+     * qkv: (B*T, (H + 2*KV) * D): per row H query heads, then KV key heads, then KV value heads.
+     * out: (B*T, H*D). lse: (B, H, T) log-sum-exp of each softmax row (sink included), saved for
+     * the backward pass. window 0 = full causal; else a query at t sees keys t-window+1 .. t.
+     * sinks: (H) logits joining each row's softmax without a value, or NULL. ---- */
+    void (*attn_fwd)(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T,
+                     int H, int KV, int D, int window, float scale);
+    /* dqkv = (written, not accumulated), dsinks += (H; ignored when sinks is NULL). */
+    void (*attn_bwd)(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out,
+                     const float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D,
+                     int window, float scale);
+
+    /* ---- activations ---- */
+    void (*gelu_fwd)(gpt_backend *be, float *y, const float *x, size_t n); /* tanh approximation */
+    void (*gelu_bwd)(gpt_backend *be, float *dx, const float *x, const float *dy, size_t n);
+    /* gpt-oss SwiGLU: gu (N, 2F) interleaved (even = gate, odd = linear); gate clamped to
+     * <= limit, linear to [-limit, limit]; y = gate * sigmoid(alpha * gate) * (linear + 1). */
+    void (*swiglu_fwd)(gpt_backend *be, float *y, const float *gu, int N, int F, float alpha, float limit);
+    void (*swiglu_bwd)(gpt_backend *be, float *dgu, const float *gu, const float *dy, int N, int F, float alpha,
+                       float limit);
+
+    /* ---- mixture of experts ---- */
+    /* Per row of logits (N, E): the k largest (ties: lower index first), in descending order, and
+     * the softmax over those k. */
+    void (*topk_softmax)(gpt_backend *be, int *idx, float *w, const float *logits, int N, int E, int k);
+    /* dlogits (N, E) += the gradient through the top-k softmax, given dw (N, k). */
+    void (*topk_softmax_bwd)(gpt_backend *be, float *dlogits, const float *dw, const float *w, const int *idx, int N,
+                             int E, int k);
+    /* p (N, E) = softmax of each row. */
+    void (*softmax_rows)(gpt_backend *be, float *p, const float *x, int N, int E);
+    /* dx (N, E) += p * (g - sum_e p * g) for a per-column gradient g (E) shared by all rows:
+     * the backward of a loss linear in the column sums of p. */
+    void (*softmax_rows_bwd_shared)(gpt_backend *be, float *dx, const float *p, const float *g, int N, int E);
+    /* out (E) = sum over rows of x (N, E). */
+    void (*colsum)(gpt_backend *be, float *out, const float *x, int N, int E);
+    /* dst[i] = scale[i] * src[rows[i]] for i < n (scale NULL = 1), rows of C floats. */
+    void (*gather_rows)(gpt_backend *be, float *dst, const float *src, const int *rows, const float *scale, int n,
+                        int C);
+    /* dst[rows[i]] += scale[i] * src[i] (scale NULL = 1), applied in order of i. */
+    void (*scatter_add_rows)(gpt_backend *be, float *dst, const float *src, const int *rows, const float *scale,
+                             int n, int C);
+    /* out[i] = dot(a[rows[i]], b[i]) over C. */
+    void (*row_dot)(gpt_backend *be, float *out, const float *a, const int *rows, const float *b, int n, int C);
+
+    /* ---- loss: softmax cross-entropy over the first V of Vp columns, label smoothing eps,
+     * target < 0 = ignored (loss 0, no gradient). losses (N), correct (N: argmax == target).
+     * With dlogits non-NULL also writes the gradient of dscale * sum(losses) (padding columns
+     * and ignored rows get 0); dlogits may alias logits. ---- */
+    void (*xent)(gpt_backend *be, float *losses, int *correct, float *dlogits, const float *logits, const int *targets,
+                 int N, int V, int Vp, float smoothing, float dscale);
+};
+
+/* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */
+gpt_backend *gpt_backend_cpu(void);
+
+#endif

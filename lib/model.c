@@ -1,0 +1,585 @@
+/* model.c: the forward and backward passes, written once against the op interface (backend.h).
+ *
+ * Shapes: B batch, T time, N = B*T rows, C d_model, H query heads, KV key/value heads, D d_head,
+ * QKV = (H + 2 KV) D, A = H D, Vp padded vocabulary, F d_ff or d_expert, E experts, K experts
+ * per token. Every buffer below is backend memory unless its name ends in _h. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rope.h"
+
+/* Pointers of one layer into the parameter (or gradient) buffer; NULL where the config has no
+ * such tensor. io: weights stored (in, out) (GPT-2's Conv1D) instead of (out, in). */
+typedef struct {
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    float *qkv_w, *qkv_b;                   /* GPT-2: fused (C, QKV) */
+    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* gpt-oss: (A | KV D, C) */
+    float *o_w, *o_b, *sinks;
+    float *fc_w, *fc_b, *proj_w, *proj_b;   /* dense MLP */
+    float *router_w, *router_b, *gu_w, *gu_b, *down_w, *down_b; /* MoE, experts (E, in, out) */
+} layer_ptrs;
+
+typedef struct {
+    float *wte, *wpe, *lnf_w, *lnf_b, *lm_w;
+    layer_ptrs *layer;
+} model_ptrs;
+
+/* Per-layer activations kept for the backward pass. */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N), (N) */
+    float *qkv;                       /* (N, QKV) after bias and rotation */
+    float *att, *lse;                 /* (N, A), (B, H, T) */
+    float *mid;                       /* (N, C) residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fc, *fc_act;               /* dense: (N, F) before and after GELU */
+    float *rlogits, *rprobs;          /* MoE: (N, E) router logits and (aux) softmax */
+    int *topk_idx;                    /* (N, K) */
+    float *topk_w;                    /* (N, K) */
+    int *perm_tok, *perm_slot;        /* (N K): rows sorted by expert -> token, -> slot */
+    float *pw;                        /* (N K) routing weight of each sorted row */
+    float *xe, *gu, *h, *ye;          /* (N K, C), (N K, 2F), (N K, F), (N K, C) */
+    int *offsets_h;                   /* (E + 1) row ranges of each expert */
+    float *counts_h;                  /* (E) rows routed to each expert */
+    float *probsum_h;                 /* (E) column sums of rprobs */
+} layer_acts;
+
+struct gpt_model {
+    gpt_model_config cfg;
+    gpt_backend *be;
+    gpt_param_table tab;
+    float *params, *grads;
+    model_ptrs p, g;
+    int gpt2, io;
+
+    /* activations for up to (Bmax, Tmax) */
+    int Bmax, Tmax, B, T;
+    int *tokens, *targets;            /* (N) */
+    float **res;                      /* L + 1 residual streams (N, C) */
+    layer_acts *la;
+    float *lnf, *lnf_mean, *lnf_rstd; /* (N, C), (N), (N) */
+    float *logits;                    /* (N, Vp) */
+    float *losses;                    /* (N) */
+    int *correct;                     /* (N) */
+    float *rope_cos, *rope_sin;       /* (T, D/2) */
+    /* backward scratch */
+    float *dres, *dln, *datt, *dqkv, *dff, *dye, *dh, *dgu, *dxe, *dpw, *dtw, *drl;
+    float *aux_g;                     /* (E) */
+    int have_loss;
+    double dscale;
+    float smoothing;
+};
+
+static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
+
+/* ---- construction ---- */
+
+static float *ptr(const gpt_model *m, float *base, const char *fmt, int l)
+{
+    char name[GPT_TENSOR_NAME_MAX];
+    snprintf(name, sizeof name, fmt, l);
+    const gpt_tensor *t = gpt_params_find(&m->tab, name);
+    return t ? base + t->offset : NULL;
+}
+
+static void bind(gpt_model *m, float *base, model_ptrs *p)
+{
+    const gpt_model_config *c = &m->cfg;
+    p->layer = calloc((size_t)c->n_layers, sizeof *p->layer);
+    if (m->gpt2) {
+        p->wte = ptr(m, base, "transformer.wte.weight", 0);
+        p->wpe = ptr(m, base, "transformer.wpe.weight", 0);
+        p->lnf_w = ptr(m, base, "transformer.ln_f.weight", 0);
+        p->lnf_b = ptr(m, base, "transformer.ln_f.bias", 0);
+        p->lm_w = c->tie_embeddings ? p->wte : ptr(m, base, "lm_head.weight", 0);
+        for (int l = 0; l < c->n_layers; l++) {
+            layer_ptrs *y = &p->layer[l];
+            y->ln1_w = ptr(m, base, "transformer.h.%d.ln_1.weight", l);
+            y->ln1_b = ptr(m, base, "transformer.h.%d.ln_1.bias", l);
+            y->qkv_w = ptr(m, base, "transformer.h.%d.attn.c_attn.weight", l);
+            y->qkv_b = ptr(m, base, "transformer.h.%d.attn.c_attn.bias", l);
+            y->o_w = ptr(m, base, "transformer.h.%d.attn.c_proj.weight", l);
+            y->o_b = ptr(m, base, "transformer.h.%d.attn.c_proj.bias", l);
+            y->ln2_w = ptr(m, base, "transformer.h.%d.ln_2.weight", l);
+            y->ln2_b = ptr(m, base, "transformer.h.%d.ln_2.bias", l);
+            y->fc_w = ptr(m, base, "transformer.h.%d.mlp.c_fc.weight", l);
+            y->fc_b = ptr(m, base, "transformer.h.%d.mlp.c_fc.bias", l);
+            y->proj_w = ptr(m, base, "transformer.h.%d.mlp.c_proj.weight", l);
+            y->proj_b = ptr(m, base, "transformer.h.%d.mlp.c_proj.bias", l);
+        }
+        return;
+    }
+    p->wte = ptr(m, base, "model.embed_tokens.weight", 0);
+    p->wpe = ptr(m, base, "model.embed_positions.weight", 0);
+    p->lnf_w = ptr(m, base, "model.norm.weight", 0);
+    p->lnf_b = ptr(m, base, "model.norm.bias", 0);
+    p->lm_w = c->tie_embeddings ? p->wte : ptr(m, base, "lm_head.weight", 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_ptrs *y = &p->layer[l];
+        y->ln1_w = ptr(m, base, "model.layers.%d.input_layernorm.weight", l);
+        y->ln1_b = ptr(m, base, "model.layers.%d.input_layernorm.bias", l);
+        y->q_w = ptr(m, base, "model.layers.%d.self_attn.q_proj.weight", l);
+        y->q_b = ptr(m, base, "model.layers.%d.self_attn.q_proj.bias", l);
+        y->k_w = ptr(m, base, "model.layers.%d.self_attn.k_proj.weight", l);
+        y->k_b = ptr(m, base, "model.layers.%d.self_attn.k_proj.bias", l);
+        y->v_w = ptr(m, base, "model.layers.%d.self_attn.v_proj.weight", l);
+        y->v_b = ptr(m, base, "model.layers.%d.self_attn.v_proj.bias", l);
+        y->o_w = ptr(m, base, "model.layers.%d.self_attn.o_proj.weight", l);
+        y->o_b = ptr(m, base, "model.layers.%d.self_attn.o_proj.bias", l);
+        y->sinks = ptr(m, base, "model.layers.%d.self_attn.sinks", l);
+        y->ln2_w = ptr(m, base, "model.layers.%d.post_attention_layernorm.weight", l);
+        y->ln2_b = ptr(m, base, "model.layers.%d.post_attention_layernorm.bias", l);
+        y->router_w = ptr(m, base, "model.layers.%d.mlp.router.weight", l);
+        y->router_b = ptr(m, base, "model.layers.%d.mlp.router.bias", l);
+        y->gu_w = ptr(m, base, "model.layers.%d.mlp.experts.gate_up_proj", l);
+        y->gu_b = ptr(m, base, "model.layers.%d.mlp.experts.gate_up_proj_bias", l);
+        y->down_w = ptr(m, base, "model.layers.%d.mlp.experts.down_proj", l);
+        y->down_b = ptr(m, base, "model.layers.%d.mlp.experts.down_proj_bias", l);
+        y->fc_w = ptr(m, base, "model.layers.%d.mlp.up_proj.weight", l);
+        y->fc_b = ptr(m, base, "model.layers.%d.mlp.up_proj.bias", l);
+        y->proj_w = ptr(m, base, "model.layers.%d.mlp.down_proj.weight", l);
+        y->proj_b = ptr(m, base, "model.layers.%d.mlp.down_proj.bias", l);
+    }
+}
+
+gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err)
+{
+    gpt_model *m = gpt_xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    if (gpt_params_build(cfg, &m->tab, err) < 0) {
+        free(m);
+        return NULL;
+    }
+    m->gpt2 = gpt_params_find(&m->tab, "transformer.wte.weight") != NULL;
+    m->io = m->gpt2;
+    if (cfg->mlp == GPT_MLP_MOE && cfg->activation != GPT_ACT_SWIGLU) {
+        gpt_errf(err, "model.mlp: experts need activation swiglu");
+        gpt_params_free(&m->tab);
+        free(m);
+        return NULL;
+    }
+    m->params = be->alloc(be, m->tab.total * sizeof(float));
+    m->grads = be->alloc(be, m->tab.total * sizeof(float));
+    bind(m, m->params, &m->p);
+    bind(m, m->grads, &m->g);
+    return m;
+}
+
+static void free_acts(gpt_model *m)
+{
+    gpt_backend *be = m->be;
+    if (!m->res) return;
+#define F(p) \
+    do {     \
+        if (p) be->free(be, p); \
+    } while (0)
+    for (int l = 0; l <= m->cfg.n_layers; l++) F(m->res[l]);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        layer_acts *a = &m->la[l];
+        F(a->ln1); F(a->ln1_mean); F(a->ln1_rstd); F(a->qkv); F(a->att); F(a->lse); F(a->mid);
+        F(a->ln2); F(a->ln2_mean); F(a->ln2_rstd); F(a->fc); F(a->fc_act); F(a->rlogits); F(a->rprobs);
+        F(a->topk_idx); F(a->topk_w); F(a->perm_tok); F(a->perm_slot); F(a->pw); F(a->xe); F(a->gu);
+        F(a->h); F(a->ye);
+        free(a->offsets_h);
+        free(a->counts_h);
+        free(a->probsum_h);
+    }
+    F(m->tokens); F(m->targets); F(m->lnf); F(m->lnf_mean); F(m->lnf_rstd); F(m->logits); F(m->losses);
+    F(m->correct); F(m->rope_cos); F(m->rope_sin); F(m->dres); F(m->dln); F(m->datt); F(m->dqkv); F(m->dff);
+    F(m->dye); F(m->dh); F(m->dgu); F(m->dxe); F(m->dpw); F(m->dtw); F(m->drl); F(m->aux_g);
+#undef F
+    free(m->res);
+    free(m->la);
+    m->res = NULL;
+    m->la = NULL;
+}
+
+void gpt_model_free(gpt_model *m)
+{
+    if (!m) return;
+    free_acts(m);
+    m->be->free(m->be, m->params);
+    m->be->free(m->be, m->grads);
+    free(m->p.layer);
+    free(m->g.layer);
+    gpt_params_free(&m->tab);
+    free(m);
+}
+
+const gpt_model_config *gpt_model_config_of(const gpt_model *m) { return &m->cfg; }
+gpt_backend *gpt_model_backend(const gpt_model *m) { return m->be; }
+const gpt_param_table *gpt_model_params(const gpt_model *m) { return &m->tab; }
+float *gpt_model_param_data(gpt_model *m) { return m->params; }
+float *gpt_model_grad_data(gpt_model *m) { return m->grads; }
+const float *gpt_model_logits(const gpt_model *m) { return m->logits; }
+
+void gpt_model_init_params(gpt_model *m, uint64_t seed)
+{
+    float *host = gpt_xmalloc(m->tab.total * sizeof *host);
+    gpt_params_init(&m->cfg, &m->tab, seed, host);
+    m->be->to_device(m->be, m->params, host, m->tab.total * sizeof *host);
+    free(host);
+}
+
+void gpt_model_zero_grad(gpt_model *m) { m->be->zero(m->be, m->grads, m->tab.total * sizeof(float)); }
+
+static void alloc_acts(gpt_model *m, int B, int T)
+{
+    free_acts(m);
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    size_t N = (size_t)B * T, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head;
+    size_t QKV = (H + 2 * KV) * D, A = H * D, Vp = c->padded_vocab_size, L = c->n_layers;
+    size_t moe = c->mlp == GPT_MLP_MOE, E = c->n_experts, K = c->experts_per_token;
+    size_t F = moe ? c->d_expert : c->d_ff, NK = N * K;
+#define AF(n) ((float *)be->alloc(be, (n) * sizeof(float)))
+#define AI(n) ((int *)be->alloc(be, (n) * sizeof(int)))
+    m->res = gpt_xcalloc(L + 1, sizeof *m->res);
+    m->la = gpt_xcalloc(L, sizeof *m->la);
+    for (size_t l = 0; l <= L; l++) m->res[l] = AF(N * C);
+    for (size_t l = 0; l < L; l++) {
+        layer_acts *a = &m->la[l];
+        a->ln1 = AF(N * C), a->ln1_mean = AF(N), a->ln1_rstd = AF(N);
+        a->qkv = AF(N * QKV), a->att = AF(N * A), a->lse = AF(N * H), a->mid = AF(N * C);
+        a->ln2 = AF(N * C), a->ln2_mean = AF(N), a->ln2_rstd = AF(N);
+        if (moe) {
+            a->rlogits = AF(N * E), a->rprobs = AF(N * E), a->topk_idx = AI(NK), a->topk_w = AF(NK);
+            a->perm_tok = AI(NK), a->perm_slot = AI(NK), a->pw = AF(NK);
+            a->xe = AF(NK * C), a->gu = AF(NK * 2 * F), a->h = AF(NK * F), a->ye = AF(NK * C);
+            a->offsets_h = gpt_xcalloc(E + 1, sizeof(int));
+            a->counts_h = gpt_xcalloc(E, sizeof(float));
+            a->probsum_h = gpt_xcalloc(E, sizeof(float));
+        } else {
+            a->fc = AF(N * F), a->fc_act = AF(N * F);
+        }
+    }
+    m->tokens = AI(N), m->targets = AI(N);
+    m->lnf = AF(N * C), m->lnf_mean = AF(N), m->lnf_rstd = AF(N);
+    m->logits = AF(N * Vp), m->losses = AF(N), m->correct = AI(N);
+    m->dres = AF(N * C), m->dln = AF(N * C), m->datt = AF(N * A), m->dqkv = AF(N * QKV);
+    if (moe) {
+        m->dye = AF(NK * C), m->dh = AF(NK * F), m->dgu = AF(NK * 2 * F), m->dxe = AF(NK * C);
+        m->dpw = AF(NK), m->dtw = AF(NK), m->drl = AF(N * E), m->aux_g = AF(E);
+    } else {
+        m->dff = AF(N * F);
+    }
+    if (c->positions == GPT_POS_ROPE) {
+        size_t half = D / 2;
+        float *cs = gpt_xmalloc((size_t)T * half * sizeof *cs), *sn = gpt_xmalloc((size_t)T * half * sizeof *sn);
+        gpt_rope_tables(c, T, cs, sn);
+        m->rope_cos = AF((size_t)T * half), m->rope_sin = AF((size_t)T * half);
+        be->to_device(be, m->rope_cos, cs, (size_t)T * half * sizeof *cs);
+        be->to_device(be, m->rope_sin, sn, (size_t)T * half * sizeof *sn);
+        free(cs);
+        free(sn);
+    }
+#undef AF
+#undef AI
+    m->Bmax = B;
+    m->Tmax = T;
+}
+
+/* ---- linear layers ---- */
+
+/* y (N, out; ldy) = x (N, in; ldx) W + b. W is (in, out) when io, else (out, in). */
+static void linear_fwd(gpt_model *m, float *y, int ldy, const float *x, int ldx, const float *w, const float *b, int N,
+                       int in, int out, int io)
+{
+    m->be->gemm(m->be, 0, !io, N, out, in, 1.0f, x, ldx, w, io ? out : in, 0.0f, y, ldy);
+    if (b) m->be->bias_fwd(m->be, y, ldy, b, N, out);
+}
+
+/* dx (N, in) = or += dy W^T; dW += x^T dy (in W's layout); db += column sums of dy. */
+static void linear_bwd(gpt_model *m, float *dx, int ldx, int accumulate, float *dw, float *db, const float *dy,
+                       int ldy, const float *x, int ldxin, const float *w, int N, int in, int out, int io)
+{
+    gpt_backend *be = m->be;
+    if (dx) be->gemm(be, 0, io, N, in, out, 1.0f, dy, ldy, w, io ? out : in, accumulate ? 1.0f : 0.0f, dx, ldx);
+    if (io)
+        be->gemm(be, 1, 0, in, out, N, 1.0f, x, ldxin, dy, ldy, 1.0f, dw, out);
+    else
+        be->gemm(be, 1, 0, out, in, N, 1.0f, dy, ldy, x, ldxin, 1.0f, dw, in);
+    if (db) be->bias_bwd(be, db, dy, ldy, N, out);
+}
+
+/* ---- MoE routing plan (host): rows sorted by expert, then token, then slot ---- */
+
+static void moe_plan(gpt_model *m, layer_acts *a, int N)
+{
+    gpt_backend *be = m->be;
+    int E = m->cfg.n_experts, K = m->cfg.experts_per_token, NK = N * K;
+    int *idx = gpt_xmalloc((size_t)NK * sizeof *idx), *tok = gpt_xmalloc((size_t)NK * sizeof *tok),
+        *slot = gpt_xmalloc((size_t)NK * sizeof *slot);
+    be->to_host(be, idx, a->topk_idx, (size_t)NK * sizeof *idx);
+    int *off = a->offsets_h;
+    memset(off, 0, (size_t)(E + 1) * sizeof *off);
+    for (int i = 0; i < NK; i++) off[idx[i] + 1]++;
+    for (int e = 0; e < E; e++) {
+        a->counts_h[e] = (float)off[e + 1];
+        off[e + 1] += off[e];
+    }
+    int *fill = gpt_xmalloc((size_t)E * sizeof *fill);
+    memcpy(fill, off, (size_t)E * sizeof *fill);
+    for (int i = 0; i < NK; i++) {
+        int p = fill[idx[i]]++;
+        tok[p] = i / K;
+        slot[p] = i;
+    }
+    be->to_device(be, a->perm_tok, tok, (size_t)NK * sizeof *tok);
+    be->to_device(be, a->perm_slot, slot, (size_t)NK * sizeof *slot);
+    free(fill);
+    free(idx);
+    free(tok);
+    free(slot);
+}
+
+/* out (N, C) = sum over the token's experts of weight * expert_mlp(x). */
+static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
+{
+    gpt_backend *be = m->be;
+    const gpt_model_config *c = &m->cfg;
+    const layer_ptrs *w = &m->p.layer[l];
+    layer_acts *a = &m->la[l];
+    int C = c->d_model, E = c->n_experts, K = c->experts_per_token, F = c->d_expert, NK = N * K;
+    linear_fwd(m, a->rlogits, E, x, C, w->router_w, w->router_b, N, C, E, 0);    // (N, E)
+    be->topk_softmax(be, a->topk_idx, a->topk_w, a->rlogits, N, E, K);           // (N, K)
+    if (c->router_aux_loss_coef > 0) {
+        be->softmax_rows(be, a->rprobs, a->rlogits, N, E);                        // (N, E)
+        float *colsum = be->alloc(be, (size_t)E * sizeof(float));
+        be->colsum(be, colsum, a->rprobs, N, E);
+        be->to_host(be, a->probsum_h, colsum, (size_t)E * sizeof(float));
+        be->free(be, colsum);
+    }
+    moe_plan(m, a, N);
+    be->gather_rows(be, a->pw, a->topk_w, a->perm_slot, NULL, NK, 1);           // (NK)
+    be->gather_rows(be, a->xe, x, a->perm_tok, NULL, NK, C);                     // (NK, C)
+    for (int e = 0; e < E; e++) {
+        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+        if (!n) continue;
+        linear_fwd(m, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F,
+                   w->gu_b + (size_t)e * 2 * F, n, C, 2 * F, 1);                 // (n, 2F)
+    }
+    be->swiglu_fwd(be, a->h, a->gu, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit); // (NK, F)
+    for (int e = 0; e < E; e++) {
+        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+        if (!n) continue;
+        linear_fwd(m, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C,
+                   w->down_b + (size_t)e * C, n, F, C, 1);                       // (n, C)
+    }
+    be->zero(be, out, (size_t)N * C * sizeof(float));
+    be->scatter_add_rows(be, out, a->ye, a->perm_tok, a->pw, NK, C);             // (N, C)
+}
+
+/* dx (N, C) = gradient through the MoE block given dout (N, C); parameter grads accumulate. */
+static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const float *x, int N)
+{
+    gpt_backend *be = m->be;
+    const gpt_model_config *c = &m->cfg;
+    const layer_ptrs *w = &m->p.layer[l], *g = &m->g.layer[l];
+    layer_acts *a = &m->la[l];
+    int C = c->d_model, E = c->n_experts, K = c->experts_per_token, F = c->d_expert, NK = N * K;
+    /* combine: out[tok] += pw * ye */
+    be->gather_rows(be, m->dye, dout, a->perm_tok, a->pw, NK, C);                // (NK, C)
+    be->row_dot(be, m->dpw, dout, a->perm_tok, a->ye, NK, C);                    // (NK)
+    be->zero(be, m->dtw, (size_t)NK * sizeof(float));
+    be->scatter_add_rows(be, m->dtw, m->dpw, a->perm_slot, NULL, NK, 1);         // (N, K)
+    for (int e = 0; e < E; e++) {
+        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+        if (!n) continue;
+        linear_bwd(m, m->dh + (size_t)r0 * F, F, 0, g->down_w + (size_t)e * F * C, g->down_b + (size_t)e * C,
+                   m->dye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, n, F, C, 1);
+    }
+    be->swiglu_bwd(be, m->dgu, a->gu, m->dh, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit);
+    for (int e = 0; e < E; e++) {
+        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+        if (!n) continue;
+        linear_bwd(m, m->dxe + (size_t)r0 * C, C, 0, g->gu_w + (size_t)e * C * 2 * F, g->gu_b + (size_t)e * 2 * F,
+                   m->dgu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F, n,
+                   C, 2 * F, 1);
+    }
+    be->zero(be, dx, (size_t)N * C * sizeof(float));
+    be->scatter_add_rows(be, dx, m->dxe, a->perm_tok, NULL, NK, C);              // (N, C)
+    /* router: through the top-k softmax, plus the load-balancing loss */
+    be->zero(be, m->drl, (size_t)N * E * sizeof(float));
+    be->topk_softmax_bwd(be, m->drl, m->dtw, a->topk_w, a->topk_idx, N, E, K);   // (N, E)
+    if (c->router_aux_loss_coef > 0) be->softmax_rows_bwd_shared(be, m->drl, a->rprobs, m->aux_g, N, E);
+    linear_bwd(m, dx, C, 1, g->router_w, g->router_b, m->drl, E, x, C, w->router_w, N, C, E, 0);
+}
+
+/* ---- forward ---- */
+
+int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B, int T, const gpt_forward_opts *opts,
+                      gpt_loss *loss, gpt_err *err)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    if (B <= 0 || T <= 0 || T > c->max_seq_len)
+        return gpt_errf(err, "forward: batch %d x %d tokens is outside 1..max_seq_len %d", B, T, c->max_seq_len);
+    int N = B * T, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head, L = c->n_layers;
+    int QKV = (H + 2 * KV) * D, A = H * D, V = c->vocab_size, Vp = c->padded_vocab_size;
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return gpt_errf(err, "forward: token %d at position %d is outside the vocabulary (%d)", tokens[i], i, V);
+    if (!m->res || T != m->Tmax || B > m->Bmax) alloc_acts(m, B, T); /* rope tables are per T */
+    m->B = B, m->T = T;
+    m->have_loss = 0;
+    float scale = 1.0f / sqrtf((float)D);
+    int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
+    float eps = (float)c->norm_eps;
+
+    be->to_device(be, m->tokens, tokens, (size_t)N * sizeof(int));
+    be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, m->p.wpe, B, T, C);               // (N, C)
+    for (int l = 0; l < L; l++) {
+        const layer_ptrs *w = &m->p.layer[l];
+        layer_acts *a = &m->la[l];
+        float *x = m->res[l];
+        be->norm_fwd(be, norm, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b, N, C, eps); // (N, C)
+        if (m->gpt2) {
+            linear_fwd(m, a->qkv, QKV, a->ln1, C, w->qkv_w, w->qkv_b, N, C, QKV, 1);     // (N, QKV)
+        } else {
+            linear_fwd(m, a->qkv, QKV, a->ln1, C, w->q_w, w->q_b, N, C, A, 0);          // (N, H D)
+            linear_fwd(m, a->qkv + A, QKV, a->ln1, C, w->k_w, w->k_b, N, C, KV * D, 0); // (N, KV D)
+            linear_fwd(m, a->qkv + A + KV * D, QKV, a->ln1, C, w->v_w, w->v_b, N, C, KV * D, 0);
+        }
+        if (c->positions == GPT_POS_ROPE) {
+            be->rope(be, a->qkv, QKV, B, T, H, D, m->rope_cos, m->rope_sin, 0);
+            be->rope(be, a->qkv + A, QKV, B, T, KV, D, m->rope_cos, m->rope_sin, 0);
+        }
+        be->attn_fwd(be, a->att, a->lse, a->qkv, w->sinks, B, T, H, KV, D, window_of(m, l), scale); // (N, A)
+        linear_fwd(m, a->mid, C, a->att, A, w->o_w, w->o_b, N, A, C, m->io);            // (N, C)
+        be->axpy(be, a->mid, x, 1.0f, (size_t)N * C);                                   // residual
+        be->norm_fwd(be, norm, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, w->ln2_w, w->ln2_b, N, C, eps);
+        float *y = m->res[l + 1];
+        if (c->mlp == GPT_MLP_MOE) {
+            moe_fwd(m, l, y, a->ln2, N);                                                // (N, C)
+        } else {
+            int F = c->d_ff;
+            linear_fwd(m, a->fc, F, a->ln2, C, w->fc_w, w->fc_b, N, C, F, m->io);       // (N, F)
+            be->gelu_fwd(be, a->fc_act, a->fc, (size_t)N * F);
+            linear_fwd(m, y, C, a->fc_act, F, w->proj_w, w->proj_b, N, F, C, m->io);    // (N, C)
+        }
+        be->axpy(be, y, a->mid, 1.0f, (size_t)N * C);                                   // residual
+    }
+    be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C, eps);
+    be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
+    if (!targets) return 0;
+
+    /* ---- loss ---- */
+    m->smoothing = opts ? opts->label_smoothing : 0.0f;
+    be->to_device(be, m->targets, targets, (size_t)N * sizeof(int));
+    int64_t scored = 0;
+    for (int i = 0; i < N; i++) {
+        if (targets[i] >= V) return gpt_errf(err, "forward: target %d at position %d is outside the vocabulary", targets[i], i);
+        scored += targets[i] >= 0;
+    }
+    float *losses = gpt_xmalloc((size_t)N * sizeof *losses);
+    int *correct = gpt_xmalloc((size_t)N * sizeof *correct);
+    gpt_loss out = {0};
+    /* the smoothed and the plain loss in one pass each: smoothing 0 gives the NLL */
+    be->xent(be, m->losses, m->correct, NULL, m->logits, m->targets, N, V, Vp, m->smoothing, 0.0f);
+    be->to_host(be, losses, m->losses, (size_t)N * sizeof *losses);
+    be->to_host(be, correct, m->correct, (size_t)N * sizeof *correct);
+    double sum = 0;
+    for (int i = 0; i < N; i++) {
+        sum += losses[i];
+        out.n_correct += correct[i];
+    }
+    out.ce = scored ? sum / (double)scored : 0.0;
+    if (m->smoothing != 0.0f) {
+        be->xent(be, m->losses, m->correct, NULL, m->logits, m->targets, N, V, Vp, 0.0f, 0.0f);
+        be->to_host(be, losses, m->losses, (size_t)N * sizeof *losses);
+        sum = 0;
+        for (int i = 0; i < N; i++) sum += losses[i];
+    }
+    out.nll = scored ? sum / (double)scored : 0.0;
+    out.n_scored = scored;
+    out.total = out.ce;
+    if (c->mlp == GPT_MLP_MOE && c->router_aux_loss_coef > 0) {
+        /* Switch-style load balancing over every (layer, token) row, as Hugging Face computes it:
+         * aux = E * sum_e (share of top-k picks of e) * (mean router probability of e). */
+        int E = c->n_experts;
+        double R = (double)N * L, *cnt = gpt_xcalloc((size_t)E, sizeof *cnt), *ps = gpt_xcalloc((size_t)E, sizeof *ps);
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < E; e++) {
+                cnt[e] += m->la[l].counts_h[e];
+                ps[e] += m->la[l].probsum_h[e];
+            }
+        double aux = 0;
+        float *g = gpt_xmalloc((size_t)E * sizeof *g);
+        for (int e = 0; e < E; e++) {
+            aux += (cnt[e] / R) * (ps[e] / R);
+            g[e] = (float)(c->router_aux_loss_coef * E * cnt[e] / (R * R));
+        }
+        out.aux = aux * E;
+        out.total += c->router_aux_loss_coef * out.aux;
+        be->to_device(be, m->aux_g, g, (size_t)E * sizeof *g);
+        free(g);
+        free(cnt);
+        free(ps);
+    }
+    free(losses);
+    free(correct);
+    m->dscale = scored ? 1.0 / (double)scored : 0.0;
+    m->have_loss = 1;
+    if (loss) *loss = out;
+    return 0;
+}
+
+/* ---- backward ---- */
+
+int gpt_model_backward(gpt_model *m, gpt_err *err)
+{
+    if (!m->have_loss) return gpt_errf(err, "backward: no forward pass with targets to differentiate");
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    int B = m->B, T = m->T, N = B * T, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head;
+    int L = c->n_layers, QKV = (H + 2 * KV) * D, A = H * D, V = c->vocab_size, Vp = c->padded_vocab_size;
+    int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
+    float scale = 1.0f / sqrtf((float)D);
+
+    /* loss -> logits, in place */
+    be->xent(be, m->losses, m->correct, m->logits, m->logits, m->targets, N, V, Vp, m->smoothing, (float)m->dscale);
+    float *dlogits = m->logits;                                                          // (N, Vp)
+    be->gemm(be, 0, 0, N, C, Vp, 1.0f, dlogits, Vp, m->p.lm_w, C, 0.0f, m->dln, C);     // (N, C)
+    be->gemm(be, 1, 0, Vp, C, N, 1.0f, dlogits, Vp, m->lnf, C, 1.0f, m->g.lm_w, C);     // (Vp, C)
+    be->zero(be, m->dres, (size_t)N * C * sizeof(float));
+    be->norm_bwd(be, norm, m->dres, m->g.lnf_w, m->g.lnf_b, m->dln, m->res[L], m->p.lnf_w, m->lnf_mean, m->lnf_rstd,
+                 N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const layer_ptrs *w = &m->p.layer[l], *g = &m->g.layer[l];
+        layer_acts *a = &m->la[l];
+        /* dres = d res[l+1]; res[l+1] = mid + mlp(ln2(mid)) */
+        if (c->mlp == GPT_MLP_MOE) {
+            moe_bwd(m, l, m->dln, m->dres, a->ln2, N);                                   // (N, C)
+        } else {
+            int F = c->d_ff;
+            linear_bwd(m, m->dff, F, 0, g->proj_w, g->proj_b, m->dres, C, a->fc_act, F, w->proj_w, N, F, C, m->io);
+            be->gelu_bwd(be, m->dff, a->fc, m->dff, (size_t)N * F);                      // (N, F)
+            linear_bwd(m, m->dln, C, 0, g->fc_w, g->fc_b, m->dff, F, a->ln2, C, w->fc_w, N, C, F, m->io);
+        }
+        be->norm_bwd(be, norm, m->dres, g->ln2_w, g->ln2_b, m->dln, a->mid, w->ln2_w, a->ln2_mean, a->ln2_rstd, N, C);
+        /* dres = d mid; mid = x + o(attn(ln1(x))) */
+        linear_bwd(m, m->datt, A, 0, g->o_w, g->o_b, m->dres, C, a->att, A, w->o_w, N, A, C, m->io); // (N, A)
+        be->attn_bwd(be, m->dqkv, g->sinks, m->datt, a->att, a->lse, a->qkv, w->sinks, B, T, H, KV, D,
+                     window_of(m, l), scale);                                            // (N, QKV)
+        if (c->positions == GPT_POS_ROPE) {
+            be->rope(be, m->dqkv, QKV, B, T, H, D, m->rope_cos, m->rope_sin, 1);
+            be->rope(be, m->dqkv + A, QKV, B, T, KV, D, m->rope_cos, m->rope_sin, 1);
+        }
+        if (m->gpt2) {
+            linear_bwd(m, m->dln, C, 0, g->qkv_w, g->qkv_b, m->dqkv, QKV, a->ln1, C, w->qkv_w, N, C, QKV, 1);
+        } else {
+            linear_bwd(m, m->dln, C, 0, g->q_w, g->q_b, m->dqkv, QKV, a->ln1, C, w->q_w, N, C, A, 0);
+            linear_bwd(m, m->dln, C, 1, g->k_w, g->k_b, m->dqkv + A, QKV, a->ln1, C, w->k_w, N, C, KV * D, 0);
+            linear_bwd(m, m->dln, C, 1, g->v_w, g->v_b, m->dqkv + A + KV * D, QKV, a->ln1, C, w->v_w, N, C, KV * D, 0);
+        }
+        be->norm_bwd(be, norm, m->dres, g->ln1_w, g->ln1_b, m->dln, m->res[l], w->ln1_w, a->ln1_mean, a->ln1_rstd, N,
+                     C);
+    }
+    be->embed_bwd(be, m->g.wte, m->g.wpe, m->dres, m->tokens, B, T, C);
+    m->have_loss = 0; /* the logits now hold their gradient */
+    return 0;
+}

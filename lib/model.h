@@ -1,0 +1,58 @@
+/* model.h: a GPT (GPT-OSS or GPT-2 family) on a backend: parameters, forward, backward.
+ *
+ *   gpt_model *m = gpt_model_create(&cfg.model, gpt_backend_cpu(), &err);
+ *   gpt_model_init_params(m, seed);                   // or upload imported weights
+ *   gpt_model_zero_grad(m);
+ *   gpt_model_forward(m, tokens, targets, B, T, &opts, &loss, &err);
+ *   gpt_model_backward(m, &err);                      // grads += d loss.total / d params
+ *
+ * tokens and targets are host arrays (B, T); targets[b][t] is the label of position t (the
+ * next token, already shifted), or -100 (any negative) to ignore. */
+#ifndef GPT_MODEL_H
+#define GPT_MODEL_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "error.h"
+#include "params.h"
+
+typedef struct gpt_model gpt_model;
+
+typedef struct gpt_forward_opts {
+    float label_smoothing; /* 0..1 */
+} gpt_forward_opts;
+
+typedef struct gpt_loss {
+    double total;      /* what backward differentiates: ce + router_aux_loss_coef * aux */
+    double ce;         /* mean (label-smoothed) cross-entropy over the scored tokens */
+    double nll;        /* mean negative log-likelihood (no smoothing) */
+    double aux;        /* router load-balancing loss (MoE, coefficient not applied), else 0 */
+    int64_t n_scored;  /* targets >= 0 */
+    int64_t n_correct; /* argmax == target */
+} gpt_loss;
+
+gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err);
+void gpt_model_free(gpt_model *m); /* does not destroy the backend */
+
+const gpt_model_config *gpt_model_config_of(const gpt_model *m);
+gpt_backend *gpt_model_backend(const gpt_model *m);
+const gpt_param_table *gpt_model_params(const gpt_model *m);
+/* The parameter and gradient buffers (backend memory), laid out as the table says. */
+float *gpt_model_param_data(gpt_model *m);
+float *gpt_model_grad_data(gpt_model *m);
+
+void gpt_model_init_params(gpt_model *m, uint64_t seed);
+void gpt_model_zero_grad(gpt_model *m);
+
+/* Runs the model on tokens (B, T). With targets, fills *loss (else loss may be NULL) and keeps
+ * what backward needs. T <= max_seq_len; activations grow to the largest (B, T) seen. */
+int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B, int T,
+                      const gpt_forward_opts *opts, gpt_loss *loss, gpt_err *err);
+/* Accumulates the gradient of the last forward's loss.total into the gradient buffer. */
+int gpt_model_backward(gpt_model *m, gpt_err *err);
+/* The last forward's logits (B*T, padded_vocab_size), backend memory. Valid until backward. */
+const float *gpt_model_logits(const gpt_model *m);
+
+#endif
