@@ -26,11 +26,13 @@ LIB_SRC  := $(wildcard lib/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)
 TEST_SRC := $(wildcard t/*.c)
 FUZZ_SRC := $(wildcard fuzz/*.c)
+TOOL_SRC := $(wildcard t/tools/*.c)
 CU_SRC   := $(wildcard kernels/*.cu)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o)
 PROGS    := $(CMD_SRC:cmd/%.c=$(O)/bin/%)
 TESTS    := $(TEST_SRC:t/%.c=$(O)/t/bin/%)
+TOOLS    := $(TOOL_SRC:t/tools/%.c=$(O)/t/tools/%)
 LIBGPT   := $(O)/lib/libgpt.a
 
 ifeq ($(CUDA),1)
@@ -46,7 +48,7 @@ endif
 
 .SECONDARY:
 .PHONY: all test asan install clean deps demo fuzz check-deps
-all: check-deps $(LIBGPT) $(PROGS) $(TESTS)
+all: check-deps $(LIBGPT) $(PROGS) $(TESTS) $(TOOLS)
 
 check-deps:
 	@pkg-config --exists $(PKGS) || { echo "missing build dependencies; run: scripts/deps" >&2; exit 1; }
@@ -72,6 +74,11 @@ $(O)/bin/%: $(O)/obj/cmd/%.o $(LIBGPT)
 	@$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
 
 $(O)/t/bin/%: $(O)/obj/t/%.o $(LIBGPT)
+	@mkdir -p $(dir $@)
+	@echo '  LD      $@'
+	@$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
+
+$(O)/t/tools/%: $(O)/obj/t/tools/%.o $(LIBGPT)
 	@mkdir -p $(dir $@)
 	@echo '  LD      $@'
 	@$(CC) $(LDFLAGS_ALL) $< $(LIBGPT) $(LDLIBS_ALL) -o $@
@@ -117,6 +124,7 @@ demo: deps
 	scripts/demo
 
 clean:
-	rm -rf bin obj lib/libgpt.a t/bin asan fuzz/bin
+	rm -rf bin obj lib/libgpt.a t/bin t/tools/bin asan fuzz/bin
+	rm -f $(TOOLS)
 
 -include $(LIB_OBJ:.o=.d) $(CMD_SRC:%.c=$(O)/obj/%.d) $(TEST_SRC:%.c=$(O)/obj/%.d)

@@ -244,6 +244,11 @@ int gpt_tk_finish(gpt_tokenizer *tk, const char *pattern, uint32_t n_vocab, gpt_
     }
     if (!any) return gpt_errf(err, "%s: the vocabulary is empty", tk->name);
     if (n_vocab == 0) n_vocab = max_id + 1;
+    /* Tables are sized by n_vocab: a hostile file naming id 10^9 must not make us allocate
+     * gigabytes. Real vocabularies are dense; allow a million unused (reserved) ids. */
+    if ((uint64_t)n_vocab > (uint64_t)tk->n_pend + tk->n_sp + (1u << 20))
+        return gpt_errf(err, "%s: ids go up to %u but there are only %zu tokens; the vocabulary must be dense", tk->name,
+                        n_vocab - 1, tk->n_pend + tk->n_sp);
     if (max_id >= n_vocab)
         return gpt_errf(err, "%s: token id %u is outside the vocabulary (n_vocab %u)", tk->name, max_id, n_vocab);
     tk->n_vocab = n_vocab;
