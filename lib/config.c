@@ -97,12 +97,6 @@ static int need_float(const gpt_ynode *map, const char *path, const char *key, d
     return r;
 }
 
-static int rd_enum(const gpt_ynode *map, const char *path, const char *key, const char *const *names, size_t n,
-                   int *out, gpt_err *err)
-{
-    return gpt_yget_enum(map, path, key, names, n, out, err);
-}
-
 /* ---- the model section ---- */
 
 static int read_sliding_layers(const gpt_ynode *attn, gpt_model_config *m, gpt_err *err)
@@ -174,7 +168,7 @@ static int read_rope(const gpt_ynode *model, gpt_model_config *m, gpt_err *err)
     m->rope_theta = 10000.0;
     if (gpt_yget_float(rope, p, "theta", 0, 1, 1e12, &m->rope_theta, err) < 0) return -1;
     int k = GPT_ROPE_SCALING_NONE;
-    if (rd_enum(rope, p, "scaling", NAMES(SCALING_NAMES), &k, err) < 0) return -1;
+    if (gpt_yget_enum(rope, p, "scaling", NAMES(SCALING_NAMES), &k, err) < 0) return -1;
     m->rope_scaling = (gpt_rope_scaling)k;
     if (m->rope_scaling != GPT_ROPE_SCALING_YARN) return only_when(rope, p, YARN_KEYS, "model.rope.scaling is yarn", err);
     const char *why = " (scaling is yarn)";
@@ -197,10 +191,10 @@ static int read_mlp(const gpt_ynode *model, gpt_model_config *m, gpt_err *err)
     if (gpt_yget_map(model, "model", "mlp", &mlp, err) < 0 || gpt_ymap_check_keys(mlp, p, MLP_KEYS, err) < 0)
         return -1;
     int k = GPT_MLP_DENSE;
-    if (rd_enum(mlp, p, "type", NAMES(MLP_NAMES), &k, err) < 0) return -1;
+    if (gpt_yget_enum(mlp, p, "type", NAMES(MLP_NAMES), &k, err) < 0) return -1;
     m->mlp = (gpt_mlp_kind)k;
     k = m->mlp == GPT_MLP_MOE ? GPT_ACT_SWIGLU : GPT_ACT_GELU_TANH;
-    if (rd_enum(mlp, p, "activation", NAMES(ACT_NAMES), &k, err) < 0) return -1;
+    if (gpt_yget_enum(mlp, p, "activation", NAMES(ACT_NAMES), &k, err) < 0) return -1;
     m->activation = (gpt_activation)k;
     m->mlp_bias = 1;
     if (gpt_yget_bool(mlp, p, "bias", &m->mlp_bias, err) < 0) return -1;
@@ -269,13 +263,13 @@ static int read_model(const gpt_ynode *model, gpt_model_config *m, gpt_err *err)
                        (long long)m->n_heads * m->d_head, MAX_DIM);
 
     int k = GPT_NORM_LAYERNORM;
-    if (rd_enum(model, p, "norm", NAMES(NORM_NAMES), &k, err) < 0) return -1;
+    if (gpt_yget_enum(model, p, "norm", NAMES(NORM_NAMES), &k, err) < 0) return -1;
     m->norm = (gpt_norm_kind)k;
     m->norm_eps = 1e-5;
     if (gpt_yget_float(model, p, "norm_eps", 0, 1, 1, &m->norm_eps, err) < 0) return -1;
 
     k = GPT_POS_LEARNED;
-    if (rd_enum(model, p, "positions", NAMES(POS_NAMES), &k, err) < 0) return -1;
+    if (gpt_yget_enum(model, p, "positions", NAMES(POS_NAMES), &k, err) < 0) return -1;
     m->positions = (gpt_pos_kind)k;
     if (read_rope(model, m, err) < 0) return -1;
     if (m->positions == GPT_POS_ROPE && m->d_head % 2 != 0)
@@ -435,6 +429,25 @@ void gpt_config_free(gpt_config *cfg)
 
 /* ---- --set ---- */
 
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF): what libyaml
+ * guarantees for parsed text and requires of text it writes. */
+static int utf8_ok(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s, n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 9;
+        if (n == 9) return 0;
+        uint32_t cp = n == 0 ? c : n == 1 ? c & 0x1f : n == 2 ? c & 0x0f : c & 0x07;
+        for (unsigned i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (s[i] & 0x3f);
+        }
+        static const uint32_t min[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
 /* Apply one assignment to the tree `root`; the nodes it makes cite `label`. */
 static int apply_set(gpt_ynode *root, const char *assignment, const char *label, gpt_err *err)
 {
@@ -454,6 +467,7 @@ static int apply_set(gpt_ynode *root, const char *assignment, const char *label,
     if (root->kind != GPT_YMAP) return gpt_errf(err, "%s: the configuration is not a mapping", label);
 
     const char *value = eq + 1;
+    if (!utf8_ok((const unsigned char *)value)) return gpt_errf(err, "--set %s: value is not valid UTF-8", key);
     gpt_ynode *val = NULL;
     /* YAML only for lists, mappings and quoted strings: a plain value stays exactly what was typed;
      * an empty one removes the key */
@@ -500,6 +514,7 @@ static int apply_set(gpt_ynode *root, const char *assignment, const char *label,
 int gpt_config_set_all(gpt_config *cfg, const char *const *assignments, size_t n, gpt_err *err)
 {
     if (n == 0) return 0;
+    if (!cfg->root) return gpt_errf(err, "--set %s: no configuration loaded to change", assignments[0]);
     gpt_ynode *root = gpt_ynode_clone(cfg->root);
     char **labels = gpt_xcalloc(n, sizeof *labels);
     int rc = 0;

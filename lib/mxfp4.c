@@ -7,15 +7,34 @@
 const float gpt_fp4_values[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
                                   -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
+/* 2^(s-127) as a float for s <= 254 (s = 0 is the subnormal 2^-127). Multiplying an e2m1 value by it is
+ * exact or overflows to inf exactly as ldexpf does (the values have at most 2 significant bits, and the
+ * smallest product, 2^-128, is representable), so the inner loops are plain multiplies the compiler can
+ * vectorize. 2^128 is not a float: s = 255 goes through ldexpf. */
+static float e8m0(uint8_t s)
+{
+    uint32_t u = s ? (uint32_t)s << 23 : 0x00400000u;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 void gpt_mxfp4_dequant(const uint8_t *blocks, const uint8_t *scales, size_t n_blocks, float *out)
 {
     for (size_t b = 0; b < n_blocks; b++) {
-        int e = (int)scales[b] - 127;
         const uint8_t *p = blocks + 16 * b;
         float *o = out + 32 * b;
+        if (scales[b] == 255) {
+            for (int i = 0; i < 16; i++) {
+                o[2 * i] = ldexpf(gpt_fp4_values[p[i] & 0x0f], 128);
+                o[2 * i + 1] = ldexpf(gpt_fp4_values[p[i] >> 4], 128);
+            }
+            continue;
+        }
+        float sc = e8m0(scales[b]);
         for (int i = 0; i < 16; i++) {
-            o[2 * i] = ldexpf(gpt_fp4_values[p[i] & 0x0f], e);
-            o[2 * i + 1] = ldexpf(gpt_fp4_values[p[i] >> 4], e);
+            o[2 * i] = gpt_fp4_values[p[i] & 0x0f] * sc;
+            o[2 * i + 1] = gpt_fp4_values[p[i] >> 4] * sc;
         }
     }
 }
@@ -26,14 +45,13 @@ float gpt_mxfp4_dot(const uint8_t *blocks, const uint8_t *scales, size_t n_block
     for (size_t b = 0; b < n_blocks; b++) {
         const uint8_t *p = blocks + 16 * b;
         const float *xb = x + 32 * b;
-        /* Unscaled codes times x within the block: a fixed 16-step loop the compiler can vectorize; the
-         * power-of-two scale then costs one ldexpf per 32 weights. */
+        /* Unscaled codes times x within the block, then one power-of-two scale per 32 weights. */
         float lo = 0.0f, hi = 0.0f;
         for (int i = 0; i < 16; i++) {
             lo += gpt_fp4_values[p[i] & 0x0f] * xb[2 * i];
             hi += gpt_fp4_values[p[i] >> 4] * xb[2 * i + 1];
         }
-        acc += ldexpf(lo + hi, (int)scales[b] - 127);
+        acc += scales[b] == 255 ? ldexpf(lo + hi, 128) : (lo + hi) * e8m0(scales[b]);
     }
     return acc;
 }

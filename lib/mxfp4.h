@@ -4,10 +4,12 @@
  * 2i+1 in the high nibble. Code bit 3 is the sign; bits 0-2 index {0, 0.5, 1, 1.5, 2, 3, 4, 6}. Each block
  * has one E8M0 scale byte s meaning 2^(s - 127).
  *
- * s = 255 (NaN in the OCP spec) is not special-cased, matching transformers
- * (integrations/mxfp4.py _convert_moe_packed_tensors: torch.ldexp(value, s - 127)): the value is
- * ldexpf(v, 128), so nonzero codes become +-inf and zero codes stay +-0. (PyTorch builds whose ldexp is
- * mul(v, pow(2, e)) give NaN for zero codes instead; real checkpoints do not use 255.)
+ * s = 255 (NaN in the OCP spec) is not special-cased: transformers (integrations/mxfp4.py,
+ * _convert_moe_packed_tensors) computes torch.ldexp(value, s - 127) with no check, and we compute
+ * ldexpf(value, s - 127) the same way, so s = 255 gives ldexpf(v, 128): +-0.5 -> +-2^127, larger codes ->
+ * +-inf, zero codes stay +-0. That is what std::ldexp gives and what PyTorch builds whose ldexp runs an
+ * integer-exponent kernel give; PyTorch builds that compute ldexp as v * pow(2, e) give +-inf for 0.5 and
+ * NaN (0 * inf) for zero codes instead. Real checkpoints never use 255.
  * Scales near 254 overflow to inf for large codes and scales near 0 give float subnormals, exactly as
  * ldexpf does. */
 #ifndef GPT_MXFP4_H

@@ -595,7 +595,11 @@ static int open_index(gpt_st_set *s, const char *ipath, gpt_err *err)
     }
     root = cJSON_ParseWithLength((const char *)b.data, b.size);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    if (!root || !cJSON_IsObject(root)) {
+    if (!root) {
+        rc = gpt_errf(err, "%s: not valid JSON (a model.safetensors.index.json is expected)", ipath);
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
         rc = gpt_errf(err, "%s: not a JSON object (a model.safetensors.index.json is expected)", ipath);
         goto out;
     }

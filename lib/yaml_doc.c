@@ -205,7 +205,7 @@ typedef struct frame {
 static int yaml_fail(gpt_err *err, const char *src, const yaml_parser_t *p)
 {
     const char *problem = p->problem ? p->problem : "malformed YAML";
-    size_t line = (p->problem_mark.line ? p->problem_mark.line : p->context_mark.line) + 1;
+    size_t line = p->problem_mark.line + 1;
     if (p->error == YAML_MEMORY_ERROR) return gpt_errf(err, "%s: out of memory parsing YAML", src);
     if (p->context)
         return gpt_errf(err, "%s:%zu: YAML syntax error: %s %s", src, line, problem, p->context);
@@ -529,8 +529,10 @@ static int emit(yaml_emitter_t *em, const gpt_ynode *n)
 {
     yaml_event_t ev;
     if (n->kind == GPT_YSCALAR) {
-        yaml_scalar_style_t style = n->quoted ? YAML_DOUBLE_QUOTED_SCALAR_STYLE : YAML_ANY_SCALAR_STYLE;
-        if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)n->text, (int)n->len, 1, 1, style))
+        /* a quoted scalar must not come back plain (a quoted "null" is a string); libyaml picks the
+         * quoting, the same way for the same text, so a dump of a dump is identical */
+        if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)n->text, (int)n->len, !n->quoted, 1,
+                                          YAML_ANY_SCALAR_STYLE))
             return -1;
         return yaml_emitter_emit(em, &ev) ? 0 : -1;
     }
