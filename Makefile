@@ -17,8 +17,13 @@ PKGS     := libpcre2-8 libzstd yaml-0.1 libcjson libxxhash openblas
 OPT      ?= -O2 -g
 SAN      ?=
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) -fopenmp -Wall -Wextra -Werror -Wshadow \
-             -Ilib -DGPT_VERSION='"$(VERSION)"' -DGPT_SHARE_DIR='"$(PREFIX)/share/gpt"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
-LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lzstd -lyaml -lcjson -lxxhash) \
+             -Ilib -DGPT_VERSION='"$(VERSION)"' -DGPT_SHARE_DIR='"$(PREFIX)/share/gpt"' -DGPT_CONFIG_DIR='"$(PREFIX)/share/gpt/configs"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
+# OpenBLAS built on OpenMP shares our thread pool; the pthread build spins its own threads
+# against OpenMP's and halves GEMM speed on small machines. Use it when installed (scripts/deps).
+BLAS_OMP_DIR ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/openblas-openmp))
+comma := ,
+BLAS_LIBS := $(if $(BLAS_OMP_DIR),-L$(BLAS_OMP_DIR) -Wl$(comma)-rpath$(comma)$(BLAS_OMP_DIR) -lopenblas,)
+LDLIBS_ALL = $(BLAS_LIBS) $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lzstd -lyaml -lcjson -lxxhash -lopenblas) \
              -lm -lpthread $(LDLIBS)
 LDFLAGS_ALL = $(SAN) -fopenmp $(LDFLAGS)
 

@@ -6,6 +6,7 @@
  * real = double to check every backward against finite differences in double precision. */
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
@@ -543,7 +544,257 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
 }
 
 #ifndef GPT_CPU_FD_TEST
-static void cpu_destroy(gpt_backend *be) { free(be); }
+
+/* ---- GPT_PROFILE=1: time every op, print a table when the backend is destroyed ---- */
+
+enum {P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
+static const char *const prof_names[P_COUNT] = {"gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
+
+typedef struct {
+    double secs[P_COUNT];
+    long calls[P_COUNT];
+} cpu_prof;
+
+static void prof_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    double t0 = omp_get_wtime();
+    cpu_gemm(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_GEMM] += omp_get_wtime() - t0;
+    prof_->calls[P_GEMM]++;
+}
+
+static void prof_bias_fwd(gpt_backend *be, float *y, int ldy, const float *b, int M, int N)
+{
+    double t0 = omp_get_wtime();
+    cpu_bias_fwd(be, y, ldy, b, M, N);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_BIAS_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_BIAS_FWD]++;
+}
+
+static void prof_bias_bwd(gpt_backend *be, float *db, const float *dy, int ldy, int M, int N)
+{
+    double t0 = omp_get_wtime();
+    cpu_bias_bwd(be, db, dy, ldy, M, N);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_BIAS_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_BIAS_BWD]++;
+}
+
+static void prof_axpy(gpt_backend *be, float *y, const float *x, float a, size_t n)
+{
+    double t0 = omp_get_wtime();
+    cpu_axpy(be, y, x, a, n);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_AXPY] += omp_get_wtime() - t0;
+    prof_->calls[P_AXPY]++;
+}
+
+static void prof_add(gpt_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+    double t0 = omp_get_wtime();
+    cpu_add(be, out, a, b, n);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ADD] += omp_get_wtime() - t0;
+    prof_->calls[P_ADD]++;
+}
+
+static void prof_embed_fwd(gpt_backend *be, float *x, const int *tok, const float *wte, const float *wpe, int B, int T, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_embed_fwd(be, x, tok, wte, wpe, B, T, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_EMBED_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_EMBED_FWD]++;
+}
+
+static void prof_embed_bwd(gpt_backend *be, float *dwte, float *dwpe, const float *dx, const int *tok, int B, int T, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_embed_bwd(be, dwte, dwpe, dx, tok, B, T, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_EMBED_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_EMBED_BWD]++;
+}
+
+static void prof_norm_fwd(gpt_backend *be, int kind, float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N, int C, float eps)
+{
+    double t0 = omp_get_wtime();
+    cpu_norm_fwd(be, kind, y, mean, rstd, x, w, b, N, C, eps);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_NORM_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_NORM_FWD]++;
+}
+
+static void prof_norm_bwd(gpt_backend *be, int kind, float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, const float *mean, const float *rstd, int N, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_norm_bwd(be, kind, dx, dw, db, dy, x, w, mean, rstd, N, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_NORM_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_NORM_BWD]++;
+}
+
+static void prof_rope(gpt_backend *be, float *x, int ld, int B, int T, int nh, int D, const float *cos_t, const float *sin_t, int inverse)
+{
+    double t0 = omp_get_wtime();
+    cpu_rope(be, x, ld, B, T, nh, D, cos_t, sin_t, inverse);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ROPE] += omp_get_wtime() - t0;
+    prof_->calls[P_ROPE]++;
+}
+
+static void prof_attn_fwd(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D, int window, float scale)
+{
+    double t0 = omp_get_wtime();
+    cpu_attn_fwd(be, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ATTN_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_ATTN_FWD]++;
+}
+
+static void prof_attn_bwd(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out, const float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D, int window, float scale)
+{
+    double t0 = omp_get_wtime();
+    cpu_attn_bwd(be, dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ATTN_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_ATTN_BWD]++;
+}
+
+static void prof_gelu_fwd(gpt_backend *be, float *y, const float *x, size_t n)
+{
+    double t0 = omp_get_wtime();
+    cpu_gelu_fwd(be, y, x, n);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_GELU_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_GELU_FWD]++;
+}
+
+static void prof_gelu_bwd(gpt_backend *be, float *dx, const float *x, const float *dy, size_t n)
+{
+    double t0 = omp_get_wtime();
+    cpu_gelu_bwd(be, dx, x, dy, n);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_GELU_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_GELU_BWD]++;
+}
+
+static void prof_swiglu_fwd(gpt_backend *be, float *y, const float *gu, int N, int F, float alpha, float limit)
+{
+    double t0 = omp_get_wtime();
+    cpu_swiglu_fwd(be, y, gu, N, F, alpha, limit);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_SWIGLU_FWD] += omp_get_wtime() - t0;
+    prof_->calls[P_SWIGLU_FWD]++;
+}
+
+static void prof_swiglu_bwd(gpt_backend *be, float *dgu, const float *gu, const float *dy, int N, int F, float alpha, float limit)
+{
+    double t0 = omp_get_wtime();
+    cpu_swiglu_bwd(be, dgu, gu, dy, N, F, alpha, limit);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_SWIGLU_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_SWIGLU_BWD]++;
+}
+
+static void prof_topk_softmax(gpt_backend *be, int *idx, float *w, const float *logits, int N, int E, int k)
+{
+    double t0 = omp_get_wtime();
+    cpu_topk_softmax(be, idx, w, logits, N, E, k);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_TOPK_SOFTMAX] += omp_get_wtime() - t0;
+    prof_->calls[P_TOPK_SOFTMAX]++;
+}
+
+static void prof_topk_softmax_bwd(gpt_backend *be, float *dlogits, const float *dw, const float *w, const int *idx, int N, int E, int k)
+{
+    double t0 = omp_get_wtime();
+    cpu_topk_softmax_bwd(be, dlogits, dw, w, idx, N, E, k);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_TOPK_SOFTMAX_BWD] += omp_get_wtime() - t0;
+    prof_->calls[P_TOPK_SOFTMAX_BWD]++;
+}
+
+static void prof_softmax_rows(gpt_backend *be, float *p, const float *x, int N, int E)
+{
+    double t0 = omp_get_wtime();
+    cpu_softmax_rows(be, p, x, N, E);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_SOFTMAX_ROWS] += omp_get_wtime() - t0;
+    prof_->calls[P_SOFTMAX_ROWS]++;
+}
+
+static void prof_softmax_rows_bwd_shared(gpt_backend *be, float *dx, const float *p, const float *g, int N, int E)
+{
+    double t0 = omp_get_wtime();
+    cpu_softmax_rows_bwd_shared(be, dx, p, g, N, E);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_SOFTMAX_ROWS_BWD_SHARED] += omp_get_wtime() - t0;
+    prof_->calls[P_SOFTMAX_ROWS_BWD_SHARED]++;
+}
+
+static void prof_colsum(gpt_backend *be, float *out, const float *x, int N, int E)
+{
+    double t0 = omp_get_wtime();
+    cpu_colsum(be, out, x, N, E);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_COLSUM] += omp_get_wtime() - t0;
+    prof_->calls[P_COLSUM]++;
+}
+
+static void prof_gather_rows(gpt_backend *be, float *dst, const float *src, const int *rows, const float *scale, int n, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_gather_rows(be, dst, src, rows, scale, n, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_GATHER_ROWS] += omp_get_wtime() - t0;
+    prof_->calls[P_GATHER_ROWS]++;
+}
+
+static void prof_scatter_add_rows(gpt_backend *be, float *dst, const float *src, const int *rows, const float *scale, int n, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_scatter_add_rows(be, dst, src, rows, scale, n, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_SCATTER_ADD_ROWS] += omp_get_wtime() - t0;
+    prof_->calls[P_SCATTER_ADD_ROWS]++;
+}
+
+static void prof_row_dot(gpt_backend *be, float *out, const float *a, const int *rows, const float *b, int n, int C)
+{
+    double t0 = omp_get_wtime();
+    cpu_row_dot(be, out, a, rows, b, n, C);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ROW_DOT] += omp_get_wtime() - t0;
+    prof_->calls[P_ROW_DOT]++;
+}
+
+static void prof_xent(gpt_backend *be, float *losses, int *correct, float *dlogits, const float *logits, const int *targets, int N, int V, int Vp, float smoothing, float dscale)
+{
+    double t0 = omp_get_wtime();
+    cpu_xent(be, losses, correct, dlogits, logits, targets, N, V, Vp, smoothing, dscale);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_XENT] += omp_get_wtime() - t0;
+    prof_->calls[P_XENT]++;
+}
+
+static void cpu_destroy(gpt_backend *be)
+{
+    cpu_prof *p = be->ctx;
+    if (p) {
+        double total = 0;
+        for (int i = 0; i < P_COUNT; i++) total += p->secs[i];
+        fprintf(stderr, "gpt: cpu backend profile (%.3f s in ops)\n", total);
+        for (int i = 0; i < P_COUNT; i++)
+            if (p->calls[i])
+                fprintf(stderr, "  %-26s %9.3f s %5.1f%% %8ld calls\n", prof_names[i], p->secs[i],
+                        total > 0 ? 100 * p->secs[i] / total : 0, p->calls[i]);
+        free(p);
+    }
+    free(be);
+}
 
 gpt_backend *gpt_backend_cpu(void)
 {
@@ -582,6 +833,35 @@ gpt_backend *gpt_backend_cpu(void)
         .row_dot = cpu_row_dot,
         .xent = cpu_xent,
     };
+    const char *prof = getenv("GPT_PROFILE");
+    if (prof && *prof && strcmp(prof, "0") != 0) {
+        be->ctx = gpt_xcalloc(1, sizeof(cpu_prof));
+        be->gemm = prof_gemm;
+        be->bias_fwd = prof_bias_fwd;
+        be->bias_bwd = prof_bias_bwd;
+        be->axpy = prof_axpy;
+        be->add = prof_add;
+        be->embed_fwd = prof_embed_fwd;
+        be->embed_bwd = prof_embed_bwd;
+        be->norm_fwd = prof_norm_fwd;
+        be->norm_bwd = prof_norm_bwd;
+        be->rope = prof_rope;
+        be->attn_fwd = prof_attn_fwd;
+        be->attn_bwd = prof_attn_bwd;
+        be->gelu_fwd = prof_gelu_fwd;
+        be->gelu_bwd = prof_gelu_bwd;
+        be->swiglu_fwd = prof_swiglu_fwd;
+        be->swiglu_bwd = prof_swiglu_bwd;
+        be->topk_softmax = prof_topk_softmax;
+        be->topk_softmax_bwd = prof_topk_softmax_bwd;
+        be->softmax_rows = prof_softmax_rows;
+        be->softmax_rows_bwd_shared = prof_softmax_rows_bwd_shared;
+        be->colsum = prof_colsum;
+        be->gather_rows = prof_gather_rows;
+        be->scatter_add_rows = prof_scatter_add_rows;
+        be->row_dot = prof_row_dot;
+        be->xent = prof_xent;
+    }
     return be;
 }
 #endif
