@@ -61,6 +61,24 @@ struct gpt_backend {
     void (*rope)(gpt_backend *be, float *x, int ld, int B, int T, int nh, int D, const float *cos, const float *sin,
                  int inverse);
 
+    /* The same rotation for rows at explicit positions: row r is at position pos[r] (n rows). */
+    void (*rope_pos)(gpt_backend *be, float *x, int ld, int n, int nh, int D, const float *cos, const float *sin,
+                     const int *pos);
+
+    /* ---- key/value cache (inference). A layer's cache holds, per sequence, `ring` slots of
+     * (KV, D) keys and values: kc, vc are (n_seq, ring, KV, D); position j lives in slot j % ring
+     * (ring >= max length for full layers, = window for sliding ones). ---- */
+    /* Stores the keys and values of n rows: row r (k at k + r*ld, v at v + r*ld, KV*D floats each)
+     * goes to sequence seq[r], position pos[r]. */
+    void (*kv_store)(gpt_backend *be, float *kc, float *vc, const float *k, const float *v, int ld, const int *seq,
+                     const int *pos, int n, int ring, int KV, int D);
+    /* out (n, H*D) = attention of n query rows (q at q + r*ldq, H*D floats) over their sequence's
+     * cache: row r sees positions max(0, pos[r]-window+1) .. pos[r] (window 0: 0 .. pos[r]); sinks as
+     * in attn_fwd. Forward only. */
+    void (*attn_cached)(gpt_backend *be, float *out, const float *q, int ldq, const float *kc, const float *vc,
+                        const int *seq, const int *pos, int n, int ring, const float *sinks, int H, int KV, int D,
+                        int window, float scale);
+
     /* ---- causal attention with GQA, an optional window and optional sinks.
      * qkv: (B*T, (H + 2*KV) * D): per row H query heads, then KV key heads, then KV value heads.
      * out: (B*T, H*D). lse: (B, H, T) log-sum-exp of each softmax row (sink included), saved for

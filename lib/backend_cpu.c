@@ -236,6 +236,38 @@ static void cpu_rope(gpt_backend *be, real *x, int ld, int B, int T, int nh, int
     }
 }
 
+static void cpu_rope_pos(gpt_backend *be, real *x, int ld, int n, int nh, int D, const real *cos_t, const real *sin_t,
+                         const int *pos)
+{
+    (void)be;
+    int half = D / 2;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++) {
+        const real *cs = cos_t + (size_t)pos[r] * half, *sn = sin_t + (size_t)pos[r] * half;
+        for (int h = 0; h < nh; h++) {
+            real *v = x + (size_t)r * ld + (size_t)h * D;
+            for (int i = 0; i < half; i++) {
+                real a = v[i], b = v[i + half], c = cs[i], s = sn[i];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+static void cpu_kv_store(gpt_backend *be, real *kc, real *vc, const real *k, const real *v, int ld, const int *seq,
+                         const int *pos, int n, int ring, int KV, int D)
+{
+    (void)be;
+    size_t w = (size_t)KV * D;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++) {
+        size_t slot = ((size_t)seq[r] * ring + (size_t)(pos[r] % ring)) * w;
+        memcpy(kc + slot, k + (size_t)r * ld, w * sizeof *kc);
+        memcpy(vc + slot, v + (size_t)r * ld, w * sizeof *vc);
+    }
+}
+
 /* The keys a query at t sees: [lo, t]. */
 static inline int attn_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
 
@@ -332,6 +364,47 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
         for (int h = 0; h < H; h++)
             for (int b = 0; b < B; b++) dsinks[h] += dsink_part[(size_t)b * H + h];
     free(dsink_part);
+}
+
+static void cpu_attn_cached(gpt_backend *be, real *out, const real *q, int ldq, const real *kc, const real *vc,
+                            const int *seq, const int *pos, int n, int ring, const real *sinks, int H, int KV, int D,
+                            int window, real scale)
+{
+    (void)be;
+    int grp = H / KV;
+    size_t w = (size_t)KV * D;
+#pragma omp parallel
+    {
+        int maxlen = 0;
+        for (int r = 0; r < n; r++) maxlen = pos[r] + 1 > maxlen ? pos[r] + 1 : maxlen;
+        real *s = malloc((size_t)(maxlen > 0 ? maxlen : 1) * sizeof *s);
+#pragma omp for collapse(2) schedule(static)
+        for (int r = 0; r < n; r++)
+            for (int h = 0; h < H; h++) {
+                const real *qr = q + (size_t)r * ldq + (size_t)h * D;
+                int kh = h / grp, t = pos[r], lo = attn_lo(t, window);
+                const real *kbase = kc + (size_t)seq[r] * ring * w + (size_t)kh * D;
+                const real *vbase = vc + (size_t)seq[r] * ring * w + (size_t)kh * D;
+                real m = sinks ? sinks[h] : -(real)INFINITY;
+                for (int j = lo; j <= t; j++) {
+                    const real *k = kbase + (size_t)(j % ring) * w;
+                    real dot = 0;
+                    for (int i = 0; i < D; i++) dot += qr[i] * k[i];
+                    s[j] = dot * scale;
+                    if (s[j] > m) m = s[j];
+                }
+                real z = sinks ? exp(sinks[h] - m) : 0;
+                for (int j = lo; j <= t; j++) z += (s[j] = exp(s[j] - m));
+                real *o = out + (size_t)r * H * D + (size_t)h * D;
+                for (int i = 0; i < D; i++) o[i] = 0;
+                for (int j = lo; j <= t; j++) {
+                    const real *v = vbase + (size_t)(j % ring) * w;
+                    real p = s[j] / z;
+                    for (int i = 0; i < D; i++) o[i] += p * v[i];
+                }
+            }
+        free(s);
+    }
 }
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -547,8 +620,8 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
 
 /* ---- GPT_PROFILE=1: time every op, print a table when the backend is destroyed ---- */
 
-enum {P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
-static const char *const prof_names[P_COUNT] = {"gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
+enum {P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
+static const char *const prof_names[P_COUNT] = {"rope_pos", "kv_store", "attn_cached", "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
 
 typedef struct {
     double secs[P_COUNT];
@@ -780,6 +853,37 @@ static void prof_xent(gpt_backend *be, float *losses, int *correct, float *dlogi
     prof_->calls[P_XENT]++;
 }
 
+static void prof_rope_pos(gpt_backend *be, float *x, int ld, int n, int nh, int D, const float *cos_t,
+                          const float *sin_t, const int *pos)
+{
+    double t0 = omp_get_wtime();
+    cpu_rope_pos(be, x, ld, n, nh, D, cos_t, sin_t, pos);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ROPE_POS] += omp_get_wtime() - t0;
+    prof_->calls[P_ROPE_POS]++;
+}
+
+static void prof_kv_store(gpt_backend *be, float *kc, float *vc, const float *k, const float *v, int ld,
+                          const int *seq, const int *pos, int n, int ring, int KV, int D)
+{
+    double t0 = omp_get_wtime();
+    cpu_kv_store(be, kc, vc, k, v, ld, seq, pos, n, ring, KV, D);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_KV_STORE] += omp_get_wtime() - t0;
+    prof_->calls[P_KV_STORE]++;
+}
+
+static void prof_attn_cached(gpt_backend *be, float *out, const float *q, int ldq, const float *kc, const float *vc,
+                             const int *seq, const int *pos, int n, int ring, const float *sinks, int H, int KV, int D,
+                             int window, float scale)
+{
+    double t0 = omp_get_wtime();
+    cpu_attn_cached(be, out, q, ldq, kc, vc, seq, pos, n, ring, sinks, H, KV, D, window, scale);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ATTN_CACHED] += omp_get_wtime() - t0;
+    prof_->calls[P_ATTN_CACHED]++;
+}
+
 static void cpu_destroy(gpt_backend *be)
 {
     cpu_prof *p = be->ctx;
@@ -817,6 +921,9 @@ gpt_backend *gpt_backend_cpu(void)
         .norm_fwd = cpu_norm_fwd,
         .norm_bwd = cpu_norm_bwd,
         .rope = cpu_rope,
+        .rope_pos = cpu_rope_pos,
+        .kv_store = cpu_kv_store,
+        .attn_cached = cpu_attn_cached,
         .attn_fwd = cpu_attn_fwd,
         .attn_bwd = cpu_attn_bwd,
         .gelu_fwd = cpu_gelu_fwd,
@@ -836,6 +943,9 @@ gpt_backend *gpt_backend_cpu(void)
     const char *prof = getenv("GPT_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0) {
         be->ctx = gpt_xcalloc(1, sizeof(cpu_prof));
+        be->rope_pos = prof_rope_pos;
+        be->kv_store = prof_kv_store;
+        be->attn_cached = prof_attn_cached;
         be->gemm = prof_gemm;
         be->bias_fwd = prof_bias_fwd;
         be->bias_bwd = prof_bias_bwd;

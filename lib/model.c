@@ -54,8 +54,8 @@ struct gpt_model {
     model_ptrs p, g;
     int gpt2, io;
 
-    /* activations for up to (Bmax, Tmax) */
-    int Bmax, Tmax, B, T;
+    /* activations for up to Ncap rows; rope tables for rope_cap positions */
+    int Ncap, rope_cap, B, T;
     int *tokens, *targets;            /* (N) */
     float **res;                      /* L + 1 residual streams (N, C) */
     layer_acts *la;
@@ -188,7 +188,7 @@ static void free_acts(gpt_model *m)
         free(a->probsum_h);
     }
     F(m->tokens); F(m->targets); F(m->lnf); F(m->lnf_mean); F(m->lnf_rstd); F(m->logits); F(m->losses);
-    F(m->correct); F(m->rope_cos); F(m->rope_sin); F(m->dres); F(m->dln); F(m->datt); F(m->dqkv); F(m->dff);
+    F(m->correct); F(m->dres); F(m->dln); F(m->datt); F(m->dqkv); F(m->dff);
     F(m->dye); F(m->dh); F(m->dgu); F(m->dxe); F(m->dpw); F(m->dtw); F(m->drl); F(m->aux_g);
 #undef F
     free(m->res);
@@ -201,6 +201,8 @@ void gpt_model_free(gpt_model *m)
 {
     if (!m) return;
     free_acts(m);
+    if (m->rope_cos) m->be->free(m->be, m->rope_cos);
+    if (m->rope_sin) m->be->free(m->be, m->rope_sin);
     m->be->free(m->be, m->params);
     m->be->free(m->be, m->grads);
     free(m->p.layer);
@@ -226,12 +228,12 @@ void gpt_model_init_params(gpt_model *m, uint64_t seed)
 
 void gpt_model_zero_grad(gpt_model *m) { m->be->zero(m->be, m->grads, m->tab.total * sizeof(float)); }
 
-static void alloc_acts(gpt_model *m, int B, int T)
+static void alloc_acts(gpt_model *m, int Nrows)
 {
     free_acts(m);
     const gpt_model_config *c = &m->cfg;
     gpt_backend *be = m->be;
-    size_t N = (size_t)B * T, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head;
+    size_t N = (size_t)Nrows, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head;
     size_t QKV = (H + 2 * KV) * D, A = H * D, Vp = c->padded_vocab_size, L = c->n_layers;
     size_t moe = c->mlp == GPT_MLP_MOE, E = c->n_experts, K = c->experts_per_token;
     size_t F = moe ? c->d_expert : c->d_ff, NK = N * K;
@@ -266,20 +268,31 @@ static void alloc_acts(gpt_model *m, int B, int T)
     } else {
         m->dff = AF(N * F);
     }
-    if (c->positions == GPT_POS_ROPE) {
-        size_t half = D / 2;
-        float *cs = gpt_xmalloc((size_t)T * half * sizeof *cs), *sn = gpt_xmalloc((size_t)T * half * sizeof *sn);
-        gpt_rope_tables(c, T, cs, sn);
-        m->rope_cos = AF((size_t)T * half), m->rope_sin = AF((size_t)T * half);
-        be->to_device(be, m->rope_cos, cs, (size_t)T * half * sizeof *cs);
-        be->to_device(be, m->rope_sin, sn, (size_t)T * half * sizeof *sn);
-        free(cs);
-        free(sn);
-    }
 #undef AF
 #undef AI
-    m->Bmax = B;
-    m->Tmax = T;
+    m->Ncap = Nrows;
+}
+
+/* cos/sin tables for positions 0..P-1 (grown, never shrunk: decode asks one position at a time). */
+static void ensure_rope(gpt_model *m, int P)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    if (c->positions != GPT_POS_ROPE || P <= m->rope_cap) return;
+    if (P < 2 * m->rope_cap) P = 2 * m->rope_cap;
+    if (P > c->max_seq_len) P = c->max_seq_len;
+    size_t half = (size_t)c->d_head / 2, n = (size_t)P * half;
+    float *cs = gpt_xmalloc(n * sizeof *cs), *sn = gpt_xmalloc(n * sizeof *sn);
+    gpt_rope_tables(c, P, cs, sn);
+    if (m->rope_cos) be->free(be, m->rope_cos);
+    if (m->rope_sin) be->free(be, m->rope_sin);
+    m->rope_cos = be->alloc(be, n * sizeof *cs);
+    m->rope_sin = be->alloc(be, n * sizeof *sn);
+    be->to_device(be, m->rope_cos, cs, n * sizeof *cs);
+    be->to_device(be, m->rope_sin, sn, n * sizeof *sn);
+    m->rope_cap = P;
+    free(cs);
+    free(sn);
 }
 
 /* ---- linear layers ---- */
@@ -411,6 +424,99 @@ static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const flo
 
 /* ---- forward ---- */
 
+/* How a forward pass attends: over its own (B, T) block (training, scoring), or through a KV
+ * cache (inference: n rows, each a token of some sequence at some position). */
+typedef struct {
+    int B, T;                  /* block mode */
+    struct gpt_kv_cache *cache; /* cache mode when non-NULL */
+    const int *seq, *pos;      /* (n) backend memory */
+} attn_mode;
+
+struct gpt_kv_cache {
+    gpt_model *m;
+    int n_seq, max_len;
+    int *len;        /* host: tokens held per sequence */
+    int *ring;       /* per layer: slots per sequence */
+    float **k, **v;  /* per layer: (n_seq, ring, KV, D) */
+    int *seq_d, *pos_d; /* (rows_cap) staging for a call */
+    int rows_cap;
+};
+
+/* One transformer block on rows x = res[l] -> res[l + 1]. */
+static void layer_fwd(gpt_model *m, int l, int N, const attn_mode *am)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    int C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head;
+    int QKV = (H + 2 * KV) * D, A = H * D;
+    int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
+    float eps = (float)c->norm_eps, scale = 1.0f / sqrtf((float)D);
+    const layer_ptrs *w = &m->p.layer[l];
+    layer_acts *a = &m->la[l];
+    float *x = m->res[l];
+    be->norm_fwd(be, norm, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b, N, C, eps); // (N, C)
+    if (m->gpt2) {
+        linear_fwd(m, a->qkv, QKV, a->ln1, C, w->qkv_w, w->qkv_b, N, C, QKV, 1);         // (N, QKV)
+    } else {
+        linear_fwd(m, a->qkv, QKV, a->ln1, C, w->q_w, w->q_b, N, C, A, 0);              // (N, H D)
+        linear_fwd(m, a->qkv + A, QKV, a->ln1, C, w->k_w, w->k_b, N, C, KV * D, 0);     // (N, KV D)
+        linear_fwd(m, a->qkv + A + KV * D, QKV, a->ln1, C, w->v_w, w->v_b, N, C, KV * D, 0);
+    }
+    if (!am->cache) {
+        if (c->positions == GPT_POS_ROPE) {
+            be->rope(be, a->qkv, QKV, am->B, am->T, H, D, m->rope_cos, m->rope_sin, 0);
+            be->rope(be, a->qkv + A, QKV, am->B, am->T, KV, D, m->rope_cos, m->rope_sin, 0);
+        }
+        be->attn_fwd(be, a->att, a->lse, a->qkv, w->sinks, am->B, am->T, H, KV, D, window_of(m, l), scale); // (N, A)
+    } else {
+        struct gpt_kv_cache *kc = am->cache;
+        if (c->positions == GPT_POS_ROPE) {
+            be->rope_pos(be, a->qkv, QKV, N, H, D, m->rope_cos, m->rope_sin, am->pos);
+            be->rope_pos(be, a->qkv + A, QKV, N, KV, D, m->rope_cos, m->rope_sin, am->pos);
+        }
+        be->kv_store(be, kc->k[l], kc->v[l], a->qkv + A, a->qkv + A + KV * D, QKV, am->seq, am->pos, N, kc->ring[l],
+                     KV, D);
+        be->attn_cached(be, a->att, a->qkv, QKV, kc->k[l], kc->v[l], am->seq, am->pos, N, kc->ring[l], w->sinks, H,
+                        KV, D, window_of(m, l), scale);                                    // (N, A)
+    }
+    linear_fwd(m, a->mid, C, a->att, A, w->o_w, w->o_b, N, A, C, m->io);                // (N, C)
+    be->axpy(be, a->mid, x, 1.0f, (size_t)N * C);                                       // residual
+    be->norm_fwd(be, norm, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, w->ln2_w, w->ln2_b, N, C, eps);
+    float *y = m->res[l + 1];
+    if (c->mlp == GPT_MLP_MOE) {
+        moe_fwd(m, l, y, a->ln2, N);                                                    // (N, C)
+    } else {
+        int F = c->d_ff;
+        linear_fwd(m, a->fc, F, a->ln2, C, w->fc_w, w->fc_b, N, C, F, m->io);           // (N, F)
+        be->gelu_fwd(be, a->fc_act, a->fc, (size_t)N * F);
+        linear_fwd(m, y, C, a->fc_act, F, w->proj_w, w->proj_b, N, F, C, m->io);        // (N, C)
+    }
+    be->axpy(be, y, a->mid, 1.0f, (size_t)N * C);                                       // residual
+}
+
+/* Embedding, every block, final norm, logits (N, Vp). */
+static void model_fwd(gpt_model *m, int N, const attn_mode *am)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    int C = c->d_model, L = c->n_layers, Vp = c->padded_vocab_size;
+    int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
+    if (am->cache && m->p.wpe) {
+        /* learned positions by explicit position: a gather of wpe rows added to the token rows */
+        be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, NULL, 1, N, C);
+        float *tmp = be->alloc(be, (size_t)N * C * sizeof(float));
+        be->gather_rows(be, tmp, m->p.wpe, am->pos, NULL, N, C);
+        be->axpy(be, m->res[0], tmp, 1.0f, (size_t)N * C);
+        be->free(be, tmp);
+    } else {
+        be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, m->p.wpe, am->cache ? 1 : am->B, am->cache ? N : am->T, C);
+    }
+    for (int l = 0; l < L; l++) layer_fwd(m, l, N, am);
+    be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C,
+                 (float)c->norm_eps);
+    be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
+}
+
 int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B, int T, const gpt_forward_opts *opts,
                       gpt_loss *loss, gpt_err *err)
 {
@@ -418,53 +524,17 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
     gpt_backend *be = m->be;
     if (B <= 0 || T <= 0 || T > c->max_seq_len)
         return gpt_errf(err, "forward: batch %d x %d tokens is outside 1..max_seq_len %d", B, T, c->max_seq_len);
-    int N = B * T, C = c->d_model, H = c->n_heads, KV = c->n_kv_heads, D = c->d_head, L = c->n_layers;
-    int QKV = (H + 2 * KV) * D, A = H * D, V = c->vocab_size, Vp = c->padded_vocab_size;
+    int N = B * T, L = c->n_layers, V = c->vocab_size, Vp = c->padded_vocab_size;
     for (int i = 0; i < N; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
             return gpt_errf(err, "forward: token %d at position %d is outside the vocabulary (%d)", tokens[i], i, V);
-    if (!m->res || T != m->Tmax || B > m->Bmax) alloc_acts(m, B, T); /* rope tables are per T */
+    if (!m->res || N > m->Ncap) alloc_acts(m, N);
+    ensure_rope(m, T);
     m->B = B, m->T = T;
     m->have_loss = 0;
-    float scale = 1.0f / sqrtf((float)D);
-    int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
-    float eps = (float)c->norm_eps;
-
     be->to_device(be, m->tokens, tokens, (size_t)N * sizeof(int));
-    be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, m->p.wpe, B, T, C);               // (N, C)
-    for (int l = 0; l < L; l++) {
-        const layer_ptrs *w = &m->p.layer[l];
-        layer_acts *a = &m->la[l];
-        float *x = m->res[l];
-        be->norm_fwd(be, norm, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b, N, C, eps); // (N, C)
-        if (m->gpt2) {
-            linear_fwd(m, a->qkv, QKV, a->ln1, C, w->qkv_w, w->qkv_b, N, C, QKV, 1);     // (N, QKV)
-        } else {
-            linear_fwd(m, a->qkv, QKV, a->ln1, C, w->q_w, w->q_b, N, C, A, 0);          // (N, H D)
-            linear_fwd(m, a->qkv + A, QKV, a->ln1, C, w->k_w, w->k_b, N, C, KV * D, 0); // (N, KV D)
-            linear_fwd(m, a->qkv + A + KV * D, QKV, a->ln1, C, w->v_w, w->v_b, N, C, KV * D, 0);
-        }
-        if (c->positions == GPT_POS_ROPE) {
-            be->rope(be, a->qkv, QKV, B, T, H, D, m->rope_cos, m->rope_sin, 0);
-            be->rope(be, a->qkv + A, QKV, B, T, KV, D, m->rope_cos, m->rope_sin, 0);
-        }
-        be->attn_fwd(be, a->att, a->lse, a->qkv, w->sinks, B, T, H, KV, D, window_of(m, l), scale); // (N, A)
-        linear_fwd(m, a->mid, C, a->att, A, w->o_w, w->o_b, N, A, C, m->io);            // (N, C)
-        be->axpy(be, a->mid, x, 1.0f, (size_t)N * C);                                   // residual
-        be->norm_fwd(be, norm, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, w->ln2_w, w->ln2_b, N, C, eps);
-        float *y = m->res[l + 1];
-        if (c->mlp == GPT_MLP_MOE) {
-            moe_fwd(m, l, y, a->ln2, N);                                                // (N, C)
-        } else {
-            int F = c->d_ff;
-            linear_fwd(m, a->fc, F, a->ln2, C, w->fc_w, w->fc_b, N, C, F, m->io);       // (N, F)
-            be->gelu_fwd(be, a->fc_act, a->fc, (size_t)N * F);
-            linear_fwd(m, y, C, a->fc_act, F, w->proj_w, w->proj_b, N, F, C, m->io);    // (N, C)
-        }
-        be->axpy(be, y, a->mid, 1.0f, (size_t)N * C);                                   // residual
-    }
-    be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C, eps);
-    be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
+    attn_mode am = {.B = B, .T = T};
+    model_fwd(m, N, &am);
     if (!targets) return 0;
 
     /* ---- loss ---- */
@@ -582,4 +652,111 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     be->embed_bwd(be, m->g.wte, m->g.wpe, m->dres, m->tokens, B, T, C);
     m->have_loss = 0; /* the logits now hold their gradient */
     return 0;
+}
+
+/* ---- inference through a KV cache ---- */
+
+gpt_kv_cache *gpt_kv_cache_create(gpt_model *m, int n_seq, int max_len, gpt_err *err)
+{
+    const gpt_model_config *c = &m->cfg;
+    if (n_seq <= 0 || max_len <= 0 || max_len > c->max_seq_len) {
+        gpt_errf(err, "KV cache: %d sequences of %d tokens is outside 1..max_seq_len %d", n_seq, max_len,
+                 c->max_seq_len);
+        return NULL;
+    }
+    gpt_backend *be = m->be;
+    gpt_kv_cache *kc = gpt_xcalloc(1, sizeof *kc);
+    kc->m = m;
+    kc->n_seq = n_seq;
+    kc->max_len = max_len;
+    kc->len = gpt_xcalloc((size_t)n_seq, sizeof *kc->len);
+    kc->ring = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->ring);
+    kc->k = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->k);
+    kc->v = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->v);
+    size_t w = (size_t)c->n_kv_heads * c->d_head;
+    for (int l = 0; l < c->n_layers; l++) {
+        int win = window_of(m, l);
+        /* A sliding layer keeps a ring of its window, plus room for the tokens of one call: the
+         * newest of them must not overwrite keys the oldest still reads. */
+        kc->ring[l] = win > 0 && win + GPT_KV_CHUNK - 1 < max_len ? win + GPT_KV_CHUNK - 1 : max_len;
+        kc->k[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * sizeof(float));
+        kc->v[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * sizeof(float));
+    }
+    return kc;
+}
+
+void gpt_kv_cache_free(gpt_kv_cache *kc)
+{
+    if (!kc) return;
+    gpt_backend *be = kc->m->be;
+    for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+        be->free(be, kc->k[l]);
+        be->free(be, kc->v[l]);
+    }
+    if (kc->seq_d) be->free(be, kc->seq_d);
+    if (kc->pos_d) be->free(be, kc->pos_d);
+    free(kc->k), free(kc->v), free(kc->ring), free(kc->len), free(kc);
+}
+
+int gpt_kv_cache_len(const gpt_kv_cache *kc, int seq) { return seq >= 0 && seq < kc->n_seq ? kc->len[seq] : -1; }
+
+void gpt_kv_cache_clear(gpt_kv_cache *kc, int seq)
+{
+    for (int s = 0; s < kc->n_seq; s++)
+        if (seq < 0 || s == seq) kc->len[s] = 0; /* stale slots are never read: reads stop at len */
+}
+
+int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
+                     gpt_err *err)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    if (kc->m != m) return gpt_errf(err, "extend: the KV cache belongs to another model");
+    if (n <= 0) return 0;
+    int *pos = gpt_xmalloc((size_t)n * sizeof *pos), *added = gpt_xcalloc((size_t)kc->n_seq, sizeof *added);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        int s = seqs[i];
+        if (s < 0 || s >= kc->n_seq)
+            rc = gpt_errf(err, "extend: row %d names sequence %d; the cache holds %d", i, s, kc->n_seq);
+        else if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            rc = gpt_errf(err, "extend: token %d at row %d is outside the vocabulary (%d)", tokens[i], i, c->vocab_size);
+        else if ((pos[i] = kc->len[s] + added[s]++) >= kc->max_len)
+            rc = gpt_errf(err, "extend: sequence %d would exceed the cache's %d tokens (the context is full)", s,
+                          kc->max_len);
+    }
+    for (int s = 0; s < kc->n_seq && rc == 0; s++)
+        if (added[s] > GPT_KV_CHUNK)
+            rc = gpt_errf(err, "extend: %d new tokens for sequence %d in one call; feed at most %d per call", added[s], s,
+                          GPT_KV_CHUNK);
+    if (rc == 0) {
+        if (!m->res || n > m->Ncap) alloc_acts(m, n);
+        if (n > kc->rows_cap) {
+            if (kc->seq_d) be->free(be, kc->seq_d), be->free(be, kc->pos_d);
+            kc->rows_cap = n;
+            kc->seq_d = be->alloc(be, (size_t)n * sizeof(int));
+            kc->pos_d = be->alloc(be, (size_t)n * sizeof(int));
+        }
+        int maxpos = 0;
+        for (int i = 0; i < n; i++) maxpos = pos[i] + 1 > maxpos ? pos[i] + 1 : maxpos;
+        ensure_rope(m, maxpos);
+        be->to_device(be, m->tokens, tokens, (size_t)n * sizeof(int));
+        be->to_device(be, kc->seq_d, seqs, (size_t)n * sizeof(int));
+        be->to_device(be, kc->pos_d, pos, (size_t)n * sizeof(int));
+        m->have_loss = 0;
+        attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d};
+        model_fwd(m, n, &am);
+        for (int s = 0; s < kc->n_seq; s++) kc->len[s] += added[s];
+        if (logits) {
+            int V = c->vocab_size, Vp = c->padded_vocab_size;
+            if (V == Vp)
+                be->to_host(be, logits, m->logits, (size_t)n * V * sizeof(float));
+            else
+                for (int i = 0; i < n; i++)
+                    be->to_host(be, logits + (size_t)i * V, m->logits + (size_t)i * Vp, (size_t)V * sizeof(float));
+        }
+    }
+    free(pos);
+    free(added);
+    return rc;
 }

@@ -55,4 +55,21 @@ int gpt_model_backward(gpt_model *m, gpt_err *err);
 /* The last forward's logits (B*T, padded_vocab_size), backend memory. Valid until backward. */
 const float *gpt_model_logits(const gpt_model *m);
 
+/* ---- inference ----
+ * A KV cache holds n_seq independent sequences of up to max_len tokens (sliding-window layers
+ * keep only a ring of their window). gpt_model_extend runs n new tokens: row i is token
+ * tokens[i] appended to sequence seqs[i] (rows of one sequence in order; several sequences may
+ * share a call). It writes each row's logits (n, vocab_size) to host memory when logits is not
+ * NULL. At most GPT_KV_CHUNK tokens of one sequence per call: a longer prompt goes in several. */
+typedef struct gpt_kv_cache gpt_kv_cache;
+#define GPT_KV_CHUNK 128
+
+gpt_kv_cache *gpt_kv_cache_create(gpt_model *m, int n_seq, int max_len, gpt_err *err);
+void gpt_kv_cache_free(gpt_kv_cache *kc);
+int gpt_kv_cache_len(const gpt_kv_cache *kc, int seq);
+/* Empties one sequence (seq >= 0) or all (-1). */
+void gpt_kv_cache_clear(gpt_kv_cache *kc, int seq);
+int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
+                     gpt_err *err);
+
 #endif
