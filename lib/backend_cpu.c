@@ -20,6 +20,7 @@
 #else
 #define GPT_CPU_SGEMM cblas_dgemm
 #endif
+#define GPT_CPU_GEMM GPT_CPU_SGEMM
 typedef GPT_CPU_REAL real;
 
 static void *cpu_alloc(gpt_backend *be, size_t bytes)
@@ -271,40 +272,62 @@ static void cpu_kv_store(gpt_backend *be, real *kc, real *vc, const real *k, con
 /* The keys a query at t sees: [lo, t]. */
 static inline int attn_lo(int t, int window) { return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0; }
 
+/* Attention works on blocks of ATT_BQ query rows: S = Q K^T and O = P V become small GEMMs over
+ * just the keys the block can see (causal, windowed), instead of T x T scalar loops. */
+#define ATT_BQ 64
+
+static inline int attn_blocks(int T) { return (T + ATT_BQ - 1) / ATT_BQ; }
+
+/* Keys a block of rows [t0, t1) needs: [klo, t1). */
+static inline int attn_block_lo(int t0, int window) { return attn_lo(t0, window); }
+
+/* S (rows x nk, ld nk) = scale * Q K^T, masked, softmaxed with the sink; writes P into S and the
+ * rows' log-sum-exp. q: rows at stride ldq; k: nk keys at stride ldk starting at key klo. */
+static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, const real *k, int ldk, int t0, int rows,
+                             int klo, int nk, int D, int window, real scale, const real *sink)
+{
+    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ldq, k, ldk, 0, S, nk);
+    for (int i = 0; i < rows; i++) {
+        int t = t0 + i, lo = attn_lo(t, window);
+        real *srow = S + (size_t)i * nk, m = sink ? *sink : -(real)INFINITY;
+        for (int j = klo; j <= t; j++)
+            if (j >= lo && srow[j - klo] > m) m = srow[j - klo];
+        real z = sink ? exp(*sink - m) : 0;
+        for (int j = klo; j < klo + nk; j++) {
+            real p = 0;
+            if (j >= lo && j <= t) z += (p = exp(srow[j - klo] - m));
+            srow[j - klo] = p;
+        }
+        real inv = 1 / z;
+        for (int j = 0; j < nk; j++) srow[j] *= inv;
+        lse_out[i] = m + log(z);
+    }
+}
+
 static void cpu_attn_fwd(gpt_backend *be, real *out, real *lse, const real *qkv, const real *sinks, int B, int T,
                          int H, int KV, int D, int window, real scale)
 {
     (void)be;
-    int ld = (H + 2 * KV) * D, grp = H / KV;
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
 #pragma omp parallel
     {
-        real *s = malloc((size_t)T * sizeof *s);
-#pragma omp for collapse(3) schedule(static)
+        real *S = malloc((size_t)ATT_BQ * T * sizeof *S);
+#pragma omp for collapse(3) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++)
-                for (int t = 0; t < T; t++) {
-                    const real *q = qkv + (size_t)(b * T + t) * ld + (size_t)h * D;
-                    int kh = h / grp, lo = attn_lo(t, window);
-                    real m = sinks ? sinks[h] : -(real)INFINITY;
-                    for (int j = lo; j <= t; j++) {
-                        const real *k = qkv + (size_t)(b * T + j) * ld + (size_t)(H + kh) * D;
-                        real dot = 0;
-                        for (int i = 0; i < D; i++) dot += q[i] * k[i];
-                        s[j] = dot * scale;
-                        if (s[j] > m) m = s[j];
-                    }
-                    real z = sinks ? exp(sinks[h] - m) : 0;
-                    for (int j = lo; j <= t; j++) z += (s[j] = exp(s[j] - m));
-                    real *o = out + (size_t)(b * T + t) * H * D + (size_t)h * D;
-                    for (int i = 0; i < D; i++) o[i] = 0;
-                    for (int j = lo; j <= t; j++) {
-                        const real *v = qkv + (size_t)(b * T + j) * ld + (size_t)(H + KV + kh) * D;
-                        real p = s[j] / z;
-                        for (int i = 0; i < D; i++) o[i] += p * v[i];
-                    }
-                    lse[((size_t)b * H + h) * T + t] = m + log(z);
+                for (int blk = 0; blk < nb; blk++) {
+                    int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ, kh = h / grp;
+                    int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
+                    const real *base = qkv + (size_t)b * T * ld;
+                    const real *q = base + (size_t)t0 * ld + (size_t)h * D;
+                    const real *k = base + (size_t)klo * ld + (size_t)(H + kh) * D;
+                    const real *v = base + (size_t)klo * ld + (size_t)(H + KV + kh) * D;
+                    attn_block_probs(S, lse + ((size_t)b * H + h) * T + t0, q, ld, k, ld, t0, rows, klo, nk, D, window,
+                                     scale, sinks ? &sinks[h] : NULL);
+                    real *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, S, nk, v, ld, 0, o, H * D);
                 }
-        free(s);
+        free(S);
     }
 }
 
@@ -313,52 +336,58 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
                          int window, real scale)
 {
     (void)be;
-    int ld = (H + 2 * KV) * D, grp = H / KV;
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
     memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
     real *dsink_part = calloc((size_t)B * H, sizeof *dsink_part);
     /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
 #pragma omp parallel
     {
-        real *p = malloc((size_t)T * sizeof *p), *dp = malloc((size_t)T * sizeof *dp);
-#pragma omp for collapse(2) schedule(static)
+        real *P = malloc((size_t)ATT_BQ * T * sizeof *P), *dP = malloc((size_t)ATT_BQ * T * sizeof *dP);
+        real *drow = malloc(ATT_BQ * sizeof *drow);
+#pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
             for (int kh = 0; kh < KV; kh++)
                 for (int h = kh * grp; h < (kh + 1) * grp; h++)
-                    for (int t = 0; t < T; t++) {
-                        size_t row = (size_t)(b * T + t);
-                        const real *q = qkv + row * ld + (size_t)h * D;
-                        const real *go = dout + row * H * D + (size_t)h * D, *o = out + row * H * D + (size_t)h * D;
-                        real l = lse[((size_t)b * H + h) * T + t];
-                        int lo = attn_lo(t, window);
-                        real drow = 0; /* sum_j p_j dp_j = dout . out */
-                        for (int i = 0; i < D; i++) drow += go[i] * o[i];
-                        for (int j = lo; j <= t; j++) {
-                            const real *k = qkv + (size_t)(b * T + j) * ld + (size_t)(H + kh) * D;
-                            const real *v = qkv + (size_t)(b * T + j) * ld + (size_t)(H + KV + kh) * D;
-                            real dot = 0, dv = 0;
-                            for (int i = 0; i < D; i++) {
-                                dot += q[i] * k[i];
-                                dv += go[i] * v[i];
-                            }
-                            p[j] = exp(dot * scale - l);
-                            dp[j] = dv;
+                    for (int blk = 0; blk < nb; blk++) {
+                        int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+                        int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
+                        const real *base = qkv + (size_t)b * T * ld;
+                        const real *q = base + (size_t)t0 * ld + (size_t)h * D;
+                        const real *k = base + (size_t)klo * ld + (size_t)(H + kh) * D;
+                        const real *v = base + (size_t)klo * ld + (size_t)(H + KV + kh) * D;
+                        const real *go = dout + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                        const real *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                        real *dq = dqkv + ((size_t)b * T + t0) * ld + (size_t)h * D;
+                        real *dk = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + kh) * D;
+                        real *dv = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + KV + kh) * D;
+                        /* recompute P from the saved log-sum-exp */
+                        const real *lrow = lse + ((size_t)b * H + h) * T + t0;
+                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ld, k, ld, 0, P,
+                                     nk);
+                        for (int i = 0; i < rows; i++) {
+                            int t = t0 + i, lo = attn_lo(t, window);
+                            real *pr = P + (size_t)i * nk;
+                            for (int j = klo; j < klo + nk; j++)
+                                pr[j - klo] = j >= lo && j <= t ? exp(pr[j - klo] - lrow[i]) : 0;
                         }
-                        real *dq = dqkv + row * ld + (size_t)h * D;
-                        for (int j = lo; j <= t; j++) {
-                            real ds = p[j] * (dp[j] - drow) * scale;
-                            const real *k = qkv + (size_t)(b * T + j) * ld + (size_t)(H + kh) * D;
-                            real *dk = dqkv + (size_t)(b * T + j) * ld + (size_t)(H + kh) * D;
-                            real *dv = dqkv + (size_t)(b * T + j) * ld + (size_t)(H + KV + kh) * D;
-                            for (int i = 0; i < D; i++) {
-                                dq[i] += ds * k[i];
-                                dk[i] += ds * q[i];
-                                dv[i] += p[j] * go[i];
-                            }
+                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1, go, H * D, v, ld, 0, dP,
+                                     nk);                                              // dP = dO V^T
+                        for (int i = 0; i < rows; i++) {
+                            real d = 0; /* sum_j P dP = dO . O */
+                            for (int x = 0; x < D; x++) d += go[(size_t)i * H * D + x] * o[(size_t)i * H * D + x];
+                            drow[i] = d;
+                            real *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
+                            for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - d) * scale; // dS
+                            if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - lrow[i]) * d;
                         }
-                        if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - l) * drow;
+                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, dP, nk, k, ld, 1, dq,
+                                     ld);                                              // dQ += dS K
+                        GPT_CPU_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1, dP, nk, q, ld, 1, dk,
+                                     ld);                                              // dK += dS^T Q
+                        GPT_CPU_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1, P, nk, go, H * D, 1, dv,
+                                     ld);                                              // dV += P^T dO
                     }
-        free(p);
-        free(dp);
+        free(P), free(dP), free(drow);
     }
     if (sinks && dsinks)
         for (int h = 0; h < H; h++)

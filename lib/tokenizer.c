@@ -40,6 +40,8 @@ struct gpt_tokenizer {
     uint32_t *len;    /* [n_vocab] */
     unsigned char *kind;
 
+    /* Rank of every two-byte token, by its bytes: most first merges of a piece are byte pairs. */
+    uint32_t *pair2; /* [65536] */
     /* bytes -> id for ordinary tokens: open addressing, a hash tag per slot avoids most memcmps. */
     uint32_t *slot_id, *slot_tag;
     size_t slot_mask;
@@ -178,14 +180,28 @@ static size_t pow2_at_least(size_t n)
     return c;
 }
 
+/* memcmp for the short strings tokens are, without a library call. */
+static inline int same_bytes(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    while (n >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) return 0;
+        a += 8, b += 8, n -= 8;
+    }
+    while (n--)
+        if (*a++ != *b++) return 0;
+    return 1;
+}
+
 static inline int64_t lookup_hashed(const gpt_tokenizer *tk, const unsigned char *p, size_t n, uint64_t h)
 {
     uint32_t tag = (uint32_t)(h >> 32);
     for (size_t i = h & tk->slot_mask;; i = (i + 1) & tk->slot_mask) {
         uint32_t id = tk->slot_id[i];
         if (id == NO_ID) return -1;
-        if (tk->slot_tag[i] == tag && tk->len[id] == n && memcmp(tk->arena + tk->off[id], p, n) == 0)
-            return id;
+        if (tk->slot_tag[i] == tag && tk->len[id] == n && same_bytes(tk->arena + tk->off[id], p, n)) return id;
     }
 }
 
@@ -288,6 +304,13 @@ int gpt_tk_finish(gpt_tokenizer *tk, const char *pattern, uint32_t n_vocab, gpt_
         if (lookup(tk, &c, 1) < 0)
             return gpt_errf(err, "%s: byte 0x%02x has no token; byte-level BPE needs all 256 bytes", tk->name, b);
     }
+    tk->pair2 = gpt_xmalloc(65536 * sizeof *tk->pair2);
+    memset(tk->pair2, 0xff, 65536 * sizeof *tk->pair2);
+    for (uint32_t id = 0; id < n_vocab; id++)
+        if (tk->kind[id] == KIND_ORDINARY && tk->len[id] == 2) {
+            const unsigned char *p = tk->arena + tk->off[id];
+            tk->pair2[p[0] << 8 | p[1]] = id;
+        }
 
     if (tk->has_merges) {
         tk->merge_mask = pow2_at_least(tk->n_merges * 2 + 1) - 1;
@@ -361,6 +384,7 @@ void gpt_tokenizer_free(gpt_tokenizer *tk)
     free(tk->kind);
     free(tk->slot_id);
     free(tk->slot_tag);
+    free(tk->pair2);
     free(tk->merge_key);
     free(tk->merge_rank);
     free(tk->pending_merges);
@@ -458,6 +482,7 @@ int gpt_special_mask(const gpt_tokenizer *tk, const char *spec, unsigned char **
 static inline uint32_t pair_rank(const gpt_tokenizer *tk, const unsigned char *p, size_t a, size_t mid, size_t end)
 {
     if (!tk->has_merges) {
+        if (end - a == 2) return tk->pair2[p[a] << 8 | p[a + 1]];
         int64_t r = lookup(tk, p + a, end - a);
         return r < 0 ? NO_RANK : (uint32_t)r;
     }
@@ -607,22 +632,68 @@ void gpt_encode_piece(const gpt_tokenizer *tk, const unsigned char *piece, size_
     gpt_bpe_merge_loop(tk, piece, len, 0, out);
 }
 
+/* Words repeat: a large text's pieces that are not tokens themselves go through the merge loop
+ * once, then come from this cache (direct-mapped, checked byte for byte, so it only saves time). */
+#define PC_BYTES 32
+#define PC_IDS 8
+typedef struct {
+    unsigned char bytes[PC_BYTES];
+    uint8_t len, n; /* len 0: empty */
+    uint32_t ids[PC_IDS];
+} piece_entry;
+
 typedef struct {
     const gpt_tokenizer *tk;
     gpt_ids *out;
+    piece_entry *cache;
+    size_t mask;
 } piece_ctx;
 
 static int on_piece(const unsigned char *piece, size_t len, void *vctx)
 {
     piece_ctx *c = vctx;
-    gpt_encode_piece(c->tk, piece, len, c->out);
+    const gpt_tokenizer *tk = c->tk;
+    if (!c->cache || len > PC_BYTES || len < 2) {
+        gpt_encode_piece(tk, piece, len, c->out);
+        return 0;
+    }
+    uint64_t h = hash_bytes(piece, len);
+    if (tk->ignore_merges) {
+        int64_t id = lookup_hashed(tk, piece, len, h);
+        if (id >= 0) {
+            gpt_ids_push(c->out, (uint32_t)id);
+            return 0;
+        }
+    }
+    piece_entry *e = &c->cache[(h ^ (h >> 29)) & c->mask];
+    if (e->len == len && same_bytes(e->bytes, piece, len)) {
+        gpt_ids_append(c->out, e->ids, e->n);
+        return 0;
+    }
+    size_t before = c->out->n;
+    gpt_bpe_merge_loop(tk, piece, len, 0, c->out);
+    size_t made = c->out->n - before;
+    if (made <= PC_IDS) {
+        memcpy(e->bytes, piece, len);
+        e->len = (uint8_t)len;
+        e->n = (uint8_t)made;
+        memcpy(e->ids, c->out->v + before, made * sizeof *e->ids);
+    }
     return 0;
 }
 
 static int encode_ordinary(const gpt_tokenizer *tk, const unsigned char *s, size_t n, gpt_ids *out, gpt_err *err)
 {
-    piece_ctx c = {tk, out};
-    return n ? gpt_regex_split(tk->re, s, n, on_piece, &c, err) : 0;
+    piece_ctx c = {tk, out, NULL, 0};
+    if (n >= (1 << 16)) { /* worth a cache: ~1 entry per 16 bytes, at most 64K entries (5 MB) */
+        size_t entries = 1024;
+        while (entries < n / 16 && entries < (1 << 16)) entries <<= 1;
+        c.cache = gpt_xcalloc(entries, sizeof *c.cache);
+        c.mask = entries - 1;
+    }
+    int rc = n ? gpt_regex_split(tk->re, s, n, on_piece, &c, err) : 0;
+    free(c.cache);
+    return rc;
 }
 
 /* The leftmost allowed special token at or after `from` (longest wins at one position). */

@@ -70,9 +70,9 @@ static void attn_sink_f(void *v, const double *x, double *y)
     attn_ctx *c = v;
     cpu_attn_fwd(NULL, y, c->lse, c->qkv, x, c->B, c->T, c->H, c->KV, c->D, c->W, 0.35);
 }
-static void test_attention(int window, int sinks)
+static void test_attention(int T, int window, int sinks)
 {
-    attn_ctx c = {2, 7, 4, 2, 6, window, NULL, NULL, NULL};
+    attn_ctx c = {2, T, 4, 2, 6, window, NULL, NULL, NULL};
     size_t nq = (size_t)c.B * c.T * (c.H + 2 * c.KV) * c.D, no = (size_t)c.B * c.T * c.H * c.D;
     c.qkv = rvec(nq, 1.0);
     c.sinks = sinks ? rvec((size_t)c.H, 1.0) : NULL;
@@ -82,10 +82,10 @@ static void test_attention(int window, int sinks)
     cpu_attn_fwd(NULL, out, c.lse, c.qkv, c.sinks, c.B, c.T, c.H, c.KV, c.D, c.W, 0.35);
     cpu_attn_bwd(NULL, dq, ds, r, out, c.lse, c.qkv, c.sinks, c.B, c.T, c.H, c.KV, c.D, c.W, 0.35);
     char name[64];
-    snprintf(name, sizeof name, "attention (window %d, sinks %d) d qkv", window, sinks);
+    snprintf(name, sizeof name, "attention (T %d, window %d, sinks %d) d qkv", T, window, sinks);
     CHECK(name, fd_check(attn_f, &c, c.qkv, nq, r, no, dq));
     if (sinks) {
-        snprintf(name, sizeof name, "attention (window %d) d sinks", window);
+        snprintf(name, sizeof name, "attention (T %d, window %d) d sinks", T, window);
         CHECK(name, fd_check(attn_sink_f, &c, c.sinks, (size_t)c.H, r, no, ds));
     }
     free(c.qkv), free(c.sinks), free(c.lse), free(out), free(r), free(dq), free(ds);
@@ -306,9 +306,12 @@ static void test_bias(void)
 int main(void)
 {
     test_bias();
-    test_attention(0, 0);
-    test_attention(0, 1);
-    test_attention(3, 1);
+    test_attention(7, 0, 0);
+    test_attention(7, 0, 1);
+    test_attention(7, 3, 1);
+    /* several 64-row blocks, windows that start mid-block */
+    test_attention(150, 0, 1);
+    test_attention(150, 70, 1);
     test_norm(GPT_NORM_OP_LAYERNORM);
     test_norm(GPT_NORM_OP_RMSNORM);
     test_rope();
