@@ -206,7 +206,12 @@ void gpt_param_count(const gpt_model_config *cfg, uint64_t *total, uint64_t *act
         if (t->shape[0] == cfg->padded_vocab_size && t->role == GPT_ROLE_EMBED)
             n = (uint64_t)cfg->vocab_size * (uint64_t)t->shape[1];
         *total += n;
-        *active += t->expert_dim ? n / (uint64_t)cfg->n_experts * (uint64_t)cfg->experts_per_token : n;
+        /* A token reads one row of a lookup table: the input embedding (unless it is also the
+         * tied output head) and learned positions do not count as active, as in the published
+         * gpt-oss figures (5.1B and 3.6B active). */
+        int lookup = t->role == GPT_ROLE_EMBED && strcmp(t->name, "lm_head.weight") != 0 && !(cfg->tie_embeddings &&
+                     t->shape[0] == cfg->padded_vocab_size);
+        if (!lookup) *active += t->expert_dim ? n / (uint64_t)cfg->n_experts * (uint64_t)cfg->experts_per_token : n;
     }
     gpt_params_free(&tab);
 }

@@ -49,8 +49,9 @@ int gpt_tensor_decays(const gpt_tensor *t);
  * seeded by (seed, tensor index), so the values do not depend on order or threads. */
 void gpt_params_init(const gpt_model_config *cfg, const gpt_param_table *tab, uint64_t seed, float *host);
 
-/* Parameter counts: total, and active per token (MoE counts experts_per_token of n_experts).
- * Padding rows of the vocabulary are not counted. */
+/* Parameter counts: total, and active per token: MoE counts experts_per_token of n_experts, and
+ * lookup tables (an untied input embedding, learned positions) are not active. Padding rows of
+ * the vocabulary are not counted. */
 void gpt_param_count(const gpt_model_config *cfg, uint64_t *total, uint64_t *active);
 
 #endif

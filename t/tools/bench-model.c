@@ -23,12 +23,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-model: %s\n", err.msg);
         return 1;
     }
-    for (int i = 5; i + 1 < argc; i += 2)
-        if (strcmp(argv[i], "--set") == 0 && gpt_config_set(&cfg, argv[i + 1], &err) < 0) {
+    for (int i = 5; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--set") == 0 && gpt_config_set(&cfg, argv[++i], &err) < 0) {
             fprintf(stderr, "bench-model: %s\n", err.msg);
             return 1;
         }
     int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
+    for (int i = 5; i < argc; i++)
+        if (strcmp(argv[i], "--dump") == 0) return gpt_config_dump(&cfg, stdout, &err) < 0;
     const gpt_model_config *c = &cfg.model;
     gpt_backend *be = gpt_backend_cpu();
     gpt_model *m = gpt_model_create(c, be, &err);
