@@ -45,7 +45,9 @@ CU_OBJ   := $(CU_SRC:%.cu=$(O)/obj/%.o)
 NVFLAGS  ?= -O2 -std=c++17 -Ilib -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror \
             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 CFLAGS_ALL += -DGPT_CUDA=1
-LDLIBS_ALL += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart_static -ldl -lrt -lstdc++
+CUDA_LIBDIRS := $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib)
+# cuBLAS ships only as a shared library here: an rpath finds it at run time without LD_LIBRARY_PATH.
+LDLIBS_ALL += $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl$(comma)-rpath$(comma)$(d)) -lcublas -lcudart_static -ldl -lrt -lstdc++
 else
 CU_OBJ   :=
 TESTS    := $(filter-out $(O)/t/bin/test_cuda%,$(TESTS))
@@ -66,7 +68,7 @@ $(O)/obj/%.o: %.c
 $(O)/obj/kernels/%.o: kernels/%.cu
 	@mkdir -p $(dir $@)
 	@echo '  NVCC    $<'
-	@$(NVCC) $(NVFLAGS) -c $< -o $@
+	@$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(LIBGPT): $(LIB_OBJ) $(CU_OBJ)
 	@mkdir -p $(dir $@)
@@ -132,4 +134,4 @@ clean:
 	rm -rf bin obj lib/libgpt.a t/bin t/tools/bin asan fuzz/bin
 	rm -f $(TOOLS)
 
--include $(LIB_OBJ:.o=.d) $(CMD_SRC:%.c=$(O)/obj/%.d) $(TEST_SRC:%.c=$(O)/obj/%.d)
+-include $(LIB_OBJ:.o=.d) $(CMD_SRC:%.c=$(O)/obj/%.d) $(TEST_SRC:%.c=$(O)/obj/%.d) $(CU_OBJ:.o=.d)
