@@ -706,6 +706,23 @@ void gpt_kv_cache_clear(gpt_kv_cache *kc, int seq)
         if (seq < 0 || s == seq) kc->len[s] = 0; /* stale slots are never read: reads stop at len */
 }
 
+void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src)
+{
+    if (dst == src || dst < 0 || src < 0 || dst >= kc->n_seq || src >= kc->n_seq) return;
+    gpt_backend *be = kc->m->be;
+    size_t w = (size_t)kc->m->cfg.n_kv_heads * kc->m->cfg.d_head;
+    for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+        size_t per = (size_t)kc->ring[l] * w, used = (size_t)(kc->len[src] < kc->ring[l] ? kc->len[src] : kc->ring[l]) * w;
+        float *planes[2] = {kc->k[l], kc->v[l]};
+        for (int p = 0; p < 2; p++) { /* the backend has no device copy: zero + axpy is one, exactly */
+            float *d = planes[p] + (size_t)dst * per;
+            be->zero(be, d, used * sizeof *d);
+            be->axpy(be, d, planes[p] + (size_t)src * per, 1.0f, used);
+        }
+    }
+    kc->len[dst] = kc->len[src];
+}
+
 int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
                      gpt_err *err)
 {

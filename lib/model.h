@@ -69,6 +69,8 @@ void gpt_kv_cache_free(gpt_kv_cache *kc);
 int gpt_kv_cache_len(const gpt_kv_cache *kc, int seq);
 /* Empties one sequence (seq >= 0) or all (-1). */
 void gpt_kv_cache_clear(gpt_kv_cache *kc, int seq);
+/* Makes sequence dst a copy of sequence src (beam search forks a beam this way). */
+void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src);
 int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
                      gpt_err *err);
 

@@ -1,0 +1,247 @@
+/* generate.c: batched prefill + decode with per-sequence stopping (see generate.h). */
+#include "generate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "beam.h"
+#include "gen_internal.h"
+
+const char *gpt_finish_name(gpt_finish f)
+{
+    switch (f) {
+    case GPT_FINISH_STOP: return "stop";
+    case GPT_FINISH_LENGTH: return "length";
+    case GPT_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+gpt_gen_opts gpt_gen_defaults(void)
+{
+    gpt_gen_opts o = {0};
+    o.max_new_tokens = 128;
+    o.sampling = gpt_sampling_defaults();
+    o.num_beams = 1;
+    o.length_penalty = 1.0;
+    return o;
+}
+
+void gpt_gen_req_free(gpt_gen_req *r)
+{
+    gpt_ids_free(&r->out);
+    free(r->text), free(r->error);
+    r->text = NULL, r->error = NULL, r->text_len = 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+__attribute__((format(printf, 2, 3))) static void req_fail(gpt_gen_req *r, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    free(r->error);
+    r->error = gpt_xstrdup(buf);
+    r->finish = GPT_FINISH_ERROR;
+}
+
+const uint32_t *gpt_gen_check_prompt(const gpt_model_config *c, const gpt_tokenizer *tk, gpt_gen_req *r,
+                                     size_t *n_prompt, uint32_t *eot_buf)
+{
+    *n_prompt = r->n_prompt;
+    if (r->n_prompt == 0) {
+        int64_t eot = tk ? gpt_tokenizer_eot(tk) : -1;
+        if (eot < 0 || eot >= c->vocab_size) {
+            req_fail(r, "empty prompt, and the model has no <|endoftext|> token to start from");
+            return NULL;
+        }
+        *eot_buf = (uint32_t)eot;
+        *n_prompt = 1;
+        return eot_buf;
+    }
+    for (size_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] >= (uint32_t)c->vocab_size) {
+            req_fail(r, "prompt token %zu is id %u, outside the model's vocabulary (0..%d)", i, r->prompt[i],
+                     c->vocab_size - 1);
+            return NULL;
+        }
+    if (r->n_prompt >= (size_t)c->max_seq_len) {
+        req_fail(r, "prompt of %zu tokens leaves no room in the model's context of %d tokens (shorten it)",
+                 r->n_prompt, c->max_seq_len);
+        return NULL;
+    }
+    return r->prompt;
+}
+
+static void text_append(gpt_gen_text *t, const unsigned char *b, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        t->cap = (t->len + n + 1) * 2;
+        t->buf = gpt_xrealloc(t->buf, t->cap);
+    }
+    memcpy(t->buf + t->len, b, n);
+    t->len += n;
+    t->buf[t->len] = 0;
+}
+
+int gpt_gen_text_step(const gpt_tokenizer *tk, const gpt_gen_opts *o, gpt_gen_text *t, uint32_t id, int is_eos,
+                      size_t *safe)
+{
+    size_t before = t->len;
+    if (tk && !is_eos) {
+        size_t n = 0;
+        const unsigned char *b = gpt_tokenizer_token(tk, id, &n);
+        if (b) text_append(t, b, n);
+    }
+    if (!t->buf) text_append(t, (const unsigned char *)"", 0);
+    size_t hold = 0;
+    for (int s = 0; s < o->n_stop; s++) {
+        size_t sl = strlen(o->stop[s]);
+        if (!sl) continue;
+        size_t from = before >= sl ? before - sl + 1 : 0;
+        for (size_t p = from; p + sl <= t->len; p++)
+            if (memcmp(t->buf + p, o->stop[s], sl) == 0) {
+                t->len = p;
+                t->buf[p] = 0;
+                *safe = p;
+                return 1;
+            }
+        /* the longest tail that is a proper prefix of this stop string */
+        for (size_t k = sl - 1 < t->len ? sl - 1 : t->len; k > hold; k--)
+            if (memcmp(t->buf + t->len - k, o->stop[s], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    *safe = t->len - hold;
+    return 0;
+}
+
+int gpt_gen_is_eos(const gpt_gen_opts *o, uint32_t id)
+{
+    for (int i = 0; i < o->n_eos; i++)
+        if (o->eos[i] == id) return 1;
+    return 0;
+}
+
+int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, gpt_gen_req *reqs, int n,
+                 gpt_rng *rng, gpt_gen_stats *st, gpt_err *err)
+{
+    if (o->num_beams > 1) {
+        int rc = 0;
+        for (int i = 0; i < n && rc == 0; i++) rc = gpt_beam_search(m, tk, o, &reqs[i], st, err);
+        return rc;
+    }
+    const gpt_model_config *c = gpt_model_config_of(m);
+    int V = c->vocab_size, rc = -1;
+    typedef struct {
+        const uint32_t *prompt;
+        size_t n_prompt, fed; /* prompt tokens in the cache */
+        gpt_ids hist;
+        gpt_gen_text text;
+        uint32_t eot;
+        int active, limit;    /* limit: total tokens allowed (prompt + generated) */
+    } seqst;
+    seqst *S = gpt_xcalloc((size_t)(n > 0 ? n : 1), sizeof *S);
+    int max_len = 1;
+    for (int i = 0; i < n; i++) {
+        gpt_gen_req *r = &reqs[i];
+        r->finish = GPT_FINISH_NONE;
+        S[i].prompt = gpt_gen_check_prompt(c, tk, r, &S[i].n_prompt, &S[i].eot);
+        if (!S[i].prompt) continue;
+        if (o->max_new_tokens <= 0) {
+            r->finish = GPT_FINISH_LENGTH;
+            r->text = gpt_xcalloc(1, 1);
+            continue;
+        }
+        long long lim = (long long)S[i].n_prompt + o->max_new_tokens;
+        S[i].limit = lim < c->max_seq_len ? (int)lim : c->max_seq_len;
+        S[i].active = 1;
+        gpt_ids_append(&S[i].hist, S[i].prompt, S[i].n_prompt);
+        if (S[i].limit > max_len) max_len = S[i].limit;
+    }
+    gpt_kv_cache *kc = gpt_kv_cache_create(m, n > 0 ? n : 1, max_len, err);
+    gpt_sampler *smp = gpt_sampler_create(&o->sampling, V);
+    int *tok = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *tok);
+    int *sq = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *sq);
+    float *logits = gpt_xmalloc((size_t)(n > 0 ? n : 1) * V * sizeof *logits);
+    if (!kc) goto out;
+    double t0 = now_s();
+    /* prefill all but the last prompt token, GPT_KV_CHUNK per sequence per call */
+    for (;;) {
+        int rows = 0;
+        for (int i = 0; i < n; i++) {
+            if (!S[i].active) continue;
+            size_t upto = S[i].n_prompt - 1;
+            for (int k = 0; k < GPT_KV_CHUNK && S[i].fed < upto; k++, S[i].fed++)
+                tok[rows] = (int)S[i].prompt[S[i].fed], sq[rows++] = i;
+        }
+        if (!rows) break;
+        if (gpt_model_extend(m, kc, tok, sq, rows, NULL, err) < 0) goto out;
+        if (st) st->prefill_tokens += rows;
+    }
+    int first = 1;
+    for (;;) {
+        int rows = 0;
+        for (int i = 0; i < n; i++)
+            if (S[i].active) tok[rows] = (int)S[i].hist.v[S[i].hist.n - 1], sq[rows++] = i;
+        if (!rows) break;
+        if (gpt_model_extend(m, kc, tok, sq, rows, logits, err) < 0) goto out;
+        for (int r = 0; r < rows; r++) {
+            int i = sq[r];
+            gpt_gen_req *q = &reqs[i];
+            uint32_t id = (uint32_t)gpt_sample(smp, logits + (size_t)r * V, S[i].hist.v, S[i].hist.n, rng);
+            gpt_ids_push(&S[i].hist, id);
+            gpt_ids_push(&q->out, id);
+            int eos = gpt_gen_is_eos(o, id);
+            size_t before = S[i].text.emitted, safe = 0;
+            int stopped = gpt_gen_text_step(tk, o, &S[i].text, id, eos, &safe);
+            if (o->stream) {
+                o->stream(o->stream_user, i, id, S[i].text.buf + before, safe > before ? safe - before : 0);
+                if (safe > before) S[i].text.emitted = safe;
+            }
+            if (eos || stopped) q->finish = GPT_FINISH_STOP;
+            else if ((int)S[i].hist.n >= S[i].limit) q->finish = GPT_FINISH_LENGTH;
+            if (q->finish != GPT_FINISH_NONE) {
+                S[i].active = 0;
+                if (o->stream && S[i].text.len > S[i].text.emitted) { /* held-back tail, no stop came */
+                    o->stream(o->stream_user, i, id, S[i].text.buf + S[i].text.emitted,
+                              S[i].text.len - S[i].text.emitted);
+                    S[i].text.emitted = S[i].text.len;
+                }
+            }
+        }
+        double t = now_s();
+        if (first) {
+            if (st) st->prefill_tokens += rows, st->prefill_s += t - t0;
+            first = 0;
+        } else if (st) {
+            st->decode_tokens += rows, st->decode_s += t - t0;
+        }
+        t0 = t;
+    }
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].finish == GPT_FINISH_ERROR || reqs[i].text) continue;
+        reqs[i].text = S[i].text.buf ? S[i].text.buf : gpt_xcalloc(1, 1);
+        reqs[i].text_len = S[i].text.len;
+        S[i].text.buf = NULL;
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < n; i++) gpt_ids_free(&S[i].hist), free(S[i].text.buf);
+    free(S), free(tok), free(sq), free(logits);
+    gpt_sampler_free(smp);
+    gpt_kv_cache_free(kc);
+    return rc;
+}

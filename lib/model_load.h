@@ -1,0 +1,25 @@
+/* model_load.h: open a model for inference (gpt-generate, gpt-eval) from what -m names.
+ *
+ * One place decides what a model path is, so that the programs switch formats together. Today
+ * PATH is a directory holding model.yaml (gpt-config(5)) and model.safetensors (Hugging Face
+ * names, as hf_import reads them), or a model.yaml file with model.safetensors beside it. */
+#ifndef GPT_MODEL_LOAD_H
+#define GPT_MODEL_LOAD_H
+
+#include "backend.h"
+#include "config.h"
+#include "error.h"
+#include "model.h"
+
+typedef struct gpt_loaded_model {
+    gpt_config cfg;    /* the model's config (tokenizer spec in cfg.model.tokenizer) */
+    gpt_model *model;
+    char *dir;         /* the directory the model came from */
+} gpt_loaded_model;
+
+/* sets: --set overrides applied to the config before the model is built (n_sets may be 0). */
+int gpt_model_open(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets, size_t n_sets,
+                   gpt_err *err);
+void gpt_model_close(gpt_loaded_model *lm); /* the backend is not destroyed */
+
+#endif
