@@ -24,6 +24,10 @@
 #define GPT_CPU_GEMM GPT_CPU_SGEMM
 typedef GPT_CPU_REAL real;
 
+/* Below this much work an op runs on one thread: waking the team costs more than it saves (the
+ * tiny models of the tests and the one-token decode steps are all small ops). */
+#define PAR_MIN 32768
+
 /* Hot elementwise loops are compiled for AVX-512, AVX2 and plain x86-64, chosen at load time;
  * without FMA contraction (-std=c11) every version computes the same bits. */
 #if defined(__x86_64__) && !defined(__clang__)
@@ -98,7 +102,7 @@ static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real 
 static void cpu_bias_fwd(gpt_backend *be, real *y, int ldy, const real *b, int M, int N)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN)
     for (int m = 0; m < M; m++) {
         real *row = y + (size_t)m * ldy;
         for (int n = 0; n < N; n++) row[n] += b[n];
@@ -111,7 +115,7 @@ static void cpu_bias_bwd(gpt_backend *be, real *db, const real *dy, int ldy, int
     /* Column blocks per thread, rows in order: deterministic. */
     enum { BLK = 64 };
     int nblk = (N + BLK - 1) / BLK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int n0 = bk * BLK, n1 = n0 + BLK < N ? n0 + BLK : N;
         real acc[BLK] = {0};
@@ -126,14 +130,14 @@ static void cpu_bias_bwd(gpt_backend *be, real *db, const real *dy, int ldy, int
 static void cpu_axpy(gpt_backend *be, real *y, const real *x, real a, size_t n)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 static void cpu_add(gpt_backend *be, real *out, const real *a, const real *b, size_t n)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -141,7 +145,7 @@ static void cpu_embed_fwd(gpt_backend *be, real *x, const int *tok, const real *
                           int C)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C >= PAR_MIN)
     for (int r = 0; r < B * T; r++) {
         const real *e = wte + (size_t)tok[r] * C;
         real *o = x + (size_t)r * C;
@@ -160,7 +164,7 @@ static void cpu_embed_bwd(gpt_backend *be, real *dwte, real *dwpe, const real *d
     (void)be;
     enum { BLK = 64 };
     int nblk = (C + BLK - 1) / BLK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         for (int r = 0; r < B * T; r++) {
@@ -179,7 +183,7 @@ static void cpu_norm_fwd(gpt_backend *be, int kind, real *y, real *mean, real *r
                          const real *b, int N, int C, real eps)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *xr = x + (size_t)n * C;
         real *yr = y + (size_t)n * C;
@@ -207,7 +211,7 @@ static void cpu_norm_bwd(gpt_backend *be, int kind, real *dx, real *dw, real *db
 {
     (void)be;
     int ln = kind == GPT_NORM_OP_LAYERNORM;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *xr = x + (size_t)n * C, *g = dy + (size_t)n * C;
         real mu = ln ? mean[n] : 0, rs = rstd[n];
@@ -227,7 +231,7 @@ static void cpu_norm_bwd(gpt_backend *be, int kind, real *dx, real *dw, real *db
     }
     enum { BLK = 64 };
     int nblk = (C + BLK - 1) / BLK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         real aw[BLK] = {0}, ab[BLK] = {0};
@@ -252,7 +256,7 @@ static void cpu_rope(gpt_backend *be, real *x, int ld, int B, int T, int nh, int
     (void)be;
     int half = D / 2;
     real sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * nh * D >= PAR_MIN)
     for (int r = 0; r < B * T; r++) {
         const real *cs = cos_t + (size_t)(r % T) * half, *sn = sin_t + (size_t)(r % T) * half;
         for (int h = 0; h < nh; h++) {
@@ -271,7 +275,7 @@ static void cpu_rope_pos(gpt_backend *be, real *x, int ld, int n, int nh, int D,
 {
     (void)be;
     int half = D / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * nh * D >= PAR_MIN)
     for (int r = 0; r < n; r++) {
         const real *cs = cos_t + (size_t)pos[r] * half, *sn = sin_t + (size_t)pos[r] * half;
         for (int h = 0; h < nh; h++) {
@@ -290,7 +294,7 @@ static void cpu_kv_store(gpt_backend *be, real *kc, real *vc, const real *k, con
 {
     (void)be;
     size_t w = (size_t)KV * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * KV * D >= PAR_MIN)
     for (int r = 0; r < n; r++) {
         size_t slot = ((size_t)seq[r] * ring + (size_t)(pos[r] % ring)) * w;
         memcpy(kc + slot, k + (size_t)r * ld, w * sizeof *kc);
@@ -338,7 +342,7 @@ static void cpu_attn_fwd(gpt_backend *be, real *out, real *lse, const real *qkv,
 {
     (void)be;
     int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
         real *S = malloc((size_t)ATT_BQ * T * sizeof *S);
 #pragma omp for collapse(3) schedule(dynamic, 1)
@@ -369,7 +373,7 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
     memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
     real *dsink_part = calloc((size_t)B * H, sizeof *dsink_part);
     /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
-#pragma omp parallel
+#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
         real *P = malloc((size_t)ATT_BQ * T * sizeof *P), *dP = malloc((size_t)ATT_BQ * T * sizeof *dP);
         real *drow = malloc(ATT_BQ * sizeof *drow);
@@ -431,7 +435,7 @@ static void cpu_attn_cached(gpt_backend *be, real *out, const real *q, int ldq, 
     (void)be;
     int grp = H / KV;
     size_t w = (size_t)KV * D;
-#pragma omp parallel
+#pragma omp parallel if ((size_t)n * H * D * 64 >= PAR_MIN)
     {
         int maxlen = 0;
         for (int r = 0; r < n; r++) maxlen = pos[r] + 1 > maxlen ? pos[r] + 1 : maxlen;
@@ -491,14 +495,14 @@ HOT static void gelu_bwd_chunk(real *dx, const real *x, const real *dy, size_t n
 static void cpu_gelu_fwd(gpt_backend *be, real *y, const real *x, size_t n)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i += CHUNK) gelu_fwd_chunk(y + i, x + i, n - i < CHUNK ? n - i : CHUNK);
 }
 
 static void cpu_gelu_bwd(gpt_backend *be, real *dx, const real *x, const real *dy, size_t n)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i += CHUNK) gelu_bwd_chunk(dx + i, x + i, dy + i, n - i < CHUNK ? n - i : CHUNK);
 }
 
@@ -531,7 +535,7 @@ HOT static void swiglu_bwd_row(real *dgu, const real *gu, const real *dy, int F,
 static void cpu_swiglu_fwd(gpt_backend *be, real *y, const real *gu, int N, int F, real alpha, real limit)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * F >= PAR_MIN)
     for (int n = 0; n < N; n++) swiglu_fwd_row(y + (size_t)n * F, gu + (size_t)n * 2 * F, F, alpha, limit);
 }
 
@@ -539,7 +543,7 @@ static void cpu_swiglu_bwd(gpt_backend *be, real *dgu, const real *gu, const rea
                            real limit)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * F >= PAR_MIN)
     for (int n = 0; n < N; n++)
         swiglu_bwd_row(dgu + (size_t)n * 2 * F, gu + (size_t)n * 2 * F, dy + (size_t)n * F, F, alpha, limit);
 }
@@ -547,7 +551,7 @@ static void cpu_swiglu_bwd(gpt_backend *be, real *dgu, const real *gu, const rea
 static void cpu_topk_softmax(gpt_backend *be, int *idx, real *w, const real *logits, int N, int E, int k)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * E * k >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *x = logits + (size_t)n * E;
         int *id = idx + (size_t)n * k;
@@ -571,7 +575,7 @@ static void cpu_topk_softmax_bwd(gpt_backend *be, real *dlogits, const real *dw,
                                  int N, int E, int k)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * E >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *g = dw + (size_t)n * k, *wr = w + (size_t)n * k;
         real dot = 0;
@@ -583,7 +587,7 @@ static void cpu_topk_softmax_bwd(gpt_backend *be, real *dlogits, const real *dw,
 static void cpu_softmax_rows(gpt_backend *be, real *p, const real *x, int N, int E)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * E >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *xr = x + (size_t)n * E;
         real *pr = p + (size_t)n * E, m = xr[0], z = 0;
@@ -596,7 +600,7 @@ static void cpu_softmax_rows(gpt_backend *be, real *p, const real *x, int N, int
 static void cpu_softmax_rows_bwd_shared(gpt_backend *be, real *dx, const real *p, const real *g, int N, int E)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * E >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *pr = p + (size_t)n * E;
         real dot = 0;
@@ -617,7 +621,7 @@ static void cpu_gather_rows(gpt_backend *be, real *dst, const real *src, const i
                             int C)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * C >= PAR_MIN)
     for (int i = 0; i < n; i++) {
         real *d = dst + (size_t)i * C;
         const real *s = src + (size_t)rows[i] * C;
@@ -634,7 +638,7 @@ static void cpu_scatter_add_rows(gpt_backend *be, real *dst, const real *src, co
     (void)be;
     enum { BLK = 64 };
     int nblk = (C + BLK - 1) / BLK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * C >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         for (int i = 0; i < n; i++) {
@@ -649,7 +653,7 @@ static void cpu_scatter_add_rows(gpt_backend *be, real *dst, const real *src, co
 static void cpu_row_dot(gpt_backend *be, real *out, const real *a, const int *rows, const real *b, int n, int C)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * C >= PAR_MIN)
     for (int i = 0; i < n; i++) {
         const real *x = a + (size_t)rows[i] * C, *y = b + (size_t)i * C;
         real d = 0;
@@ -675,7 +679,7 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
                      const int *targets, int N, int V, int Vp, real smoothing, real dscale)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const real *x = logits + (size_t)n * Vp;
         int t = targets[n];

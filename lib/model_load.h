@@ -1,8 +1,10 @@
 /* model_load.h: open a model for inference (gpt-generate, gpt-eval) from what -m names.
  *
- * One place decides what a model path is, so that the programs switch formats together. Today
- * PATH is a directory holding model.yaml (gpt-config(5)) and model.safetensors (Hugging Face
- * names, as hf_import reads them), or a model.yaml file with model.safetensors beside it. */
+ * One place decides what a model path is, so that the programs switch formats together. PATH is
+ * a native checkpoint (gpt-checkpoint(5): a directory with manifest.json, or a root whose
+ * `latest` names one), a directory holding model.yaml (gpt-config(5)) and model.safetensors
+ * (Hugging Face names, as hf_import reads them), or a model.yaml file with model.safetensors
+ * beside it. */
 #ifndef GPT_MODEL_LOAD_H
 #define GPT_MODEL_LOAD_H
 
