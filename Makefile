@@ -26,6 +26,13 @@ BLAS_LIBS := $(if $(BLAS_OMP_DIR),-L$(BLAS_OMP_DIR) -Wl$(comma)-rpath$(comma)$(B
 LDLIBS_ALL = $(BLAS_LIBS) $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lzstd -lyaml -lcjson -lxxhash -lopenblas) \
              -lm -lpthread $(LDLIBS)
 LDFLAGS_ALL = $(SAN) -fopenmp $(LDFLAGS)
+# MPI (MPICH) for data parallelism in gpt-train; MPI=0 builds without it (lib/comm.c then offers
+# only the single-process communicator).
+MPI     ?= $(shell pkg-config --exists mpich 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+CFLAGS_ALL += -DGPT_MPI=1 $(shell pkg-config --cflags mpich)
+LDLIBS_ALL += $(shell pkg-config --libs mpich)
+endif
 
 LIB_SRC  := $(wildcard lib/*.c)
 CMD_SRC  := $(wildcard cmd/*.c)

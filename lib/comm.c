@@ -1,0 +1,227 @@
+/* comm.c: the single-process communicator, the MPI one (when built with GPT_MPI), and the choice. */
+#include "comm.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef GPT_MPI
+#include <mpi.h>
+#endif
+
+/* ---- single process ---- */
+static int s_allreduce(gpt_comm *c, float *buf, size_t n, gpt_err *err)
+{
+    (void)c, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int s_allreduce64(gpt_comm *c, double *buf, size_t n, gpt_err *err)
+{
+    (void)c, (void)buf, (void)n, (void)err;
+    return 0;
+}
+static int s_reduce_scatter(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err)
+{
+    (void)c, (void)err;
+    if (send != recv) memmove(recv, send, n * sizeof(float));
+    return 0;
+}
+static int s_allgather(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err)
+{
+    (void)c, (void)err;
+    if (send != recv) memmove(recv, send, n * sizeof(float));
+    return 0;
+}
+static int s_broadcast(gpt_comm *c, void *buf, size_t bytes, int root, gpt_err *err)
+{
+    (void)c, (void)buf, (void)bytes, (void)root, (void)err;
+    return 0;
+}
+static int s_barrier(gpt_comm *c, gpt_err *err)
+{
+    (void)c, (void)err;
+    return 0;
+}
+static void s_abort(gpt_comm *c, int status)
+{
+    (void)c;
+    exit(status);
+}
+static void s_destroy(gpt_comm *c) { free(c); }
+
+gpt_comm *gpt_comm_single(void)
+{
+    gpt_comm *c = gpt_xcalloc(1, sizeof *c);
+    c->name = "single";
+    c->rank = 0;
+    c->size = 1;
+    c->local_rank = 0;
+    c->local_size = 1;
+    c->allreduce_sum = s_allreduce;
+    c->allreduce_sum_f64 = s_allreduce64;
+    c->reduce_scatter_sum = s_reduce_scatter;
+    c->allgather = s_allgather;
+    c->broadcast = s_broadcast;
+    c->barrier = s_barrier;
+    c->abort = s_abort;
+    c->destroy = s_destroy;
+    return c;
+}
+
+/* ---- MPI ---- */
+#ifdef GPT_MPI
+/* MPI counts are int: large buffers go in chunks. */
+#define CHUNK ((size_t)1 << 28)
+
+static int mpi_fail(gpt_err *err, const char *what, int rc)
+{
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    return gpt_errf(err, "MPI %s failed: %s", what, s);
+}
+
+static int m_allreduce(gpt_comm *c, float *buf, size_t n, gpt_err *err)
+{
+    (void)c;
+    for (size_t off = 0; off < n; off += CHUNK) {
+        int k = (int)(n - off < CHUNK ? n - off : CHUNK);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, "all-reduce", rc);
+    }
+    return 0;
+}
+static int m_allreduce64(gpt_comm *c, double *buf, size_t n, gpt_err *err)
+{
+    (void)c;
+    if (n > INT_MAX) return gpt_errf(err, "MPI all-reduce: %zu doubles is too many", n);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-reduce", rc);
+}
+static int m_reduce_scatter(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err)
+{
+    /* Chunk k of every rank's block: send[r * n + off .. + k] for each r is not contiguous across
+     * r, so large buffers fall back to one reduce per rank block. */
+    if (n <= CHUNK) {
+        int rc = MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "reduce-scatter", rc);
+    }
+    for (int r = 0; r < c->size; r++)
+        for (size_t off = 0; off < n; off += CHUNK) {
+            int k = (int)(n - off < CHUNK ? n - off : CHUNK);
+            int rc = MPI_Reduce(send + (size_t)r * n + off, r == c->rank ? recv + off : NULL, k, MPI_FLOAT, MPI_SUM,
+                                r, MPI_COMM_WORLD);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, "reduce", rc);
+        }
+    return 0;
+}
+static int m_allgather(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err)
+{
+    if (n <= CHUNK) {
+        const void *s = send == recv + (size_t)c->rank * n ? MPI_IN_PLACE : send;
+        int rc = MPI_Allgather(s, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+        return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-gather", rc);
+    }
+    if (send != recv + (size_t)c->rank * n) memmove(recv + (size_t)c->rank * n, send, n * sizeof(float));
+    for (int r = 0; r < c->size; r++)
+        for (size_t off = 0; off < n; off += CHUNK) {
+            int k = (int)(n - off < CHUNK ? n - off : CHUNK);
+            int rc = MPI_Bcast(recv + (size_t)r * n + off, k, MPI_FLOAT, r, MPI_COMM_WORLD);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
+        }
+    return 0;
+}
+static int m_broadcast(gpt_comm *c, void *buf, size_t bytes, int root, gpt_err *err)
+{
+    (void)c;
+    for (size_t off = 0; off < bytes; off += CHUNK) {
+        int k = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
+        int rc = MPI_Bcast((char *)buf + off, k, MPI_BYTE, root, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
+    }
+    return 0;
+}
+static int m_barrier(gpt_comm *c, gpt_err *err)
+{
+    (void)c;
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "barrier", rc);
+}
+static void m_abort(gpt_comm *c, int status)
+{
+    (void)c;
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, status ? status : 1);
+    exit(status ? status : 1);
+}
+static void m_destroy(gpt_comm *c)
+{
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+    free(c);
+}
+
+gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err)
+{
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        gpt_errf(err, "MPI_Init failed: is this run under mpirun?");
+        return NULL;
+    }
+    /* Errors come back as codes so they can be reported; the caller aborts everyone. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    gpt_comm *c = gpt_xcalloc(1, sizeof *c);
+    c->name = "mpi";
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+    MPI_Comm local;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &c->local_rank);
+    MPI_Comm_size(local, &c->local_size);
+    MPI_Comm_free(&local);
+    c->allreduce_sum = m_allreduce;
+    c->allreduce_sum_f64 = m_allreduce64;
+    c->reduce_scatter_sum = m_reduce_scatter;
+    c->allgather = m_allgather;
+    c->broadcast = m_broadcast;
+    c->barrier = m_barrier;
+    c->abort = m_abort;
+    c->destroy = m_destroy;
+    return c;
+}
+int gpt_comm_have_mpi(void) { return 1; }
+#else
+gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err)
+{
+    (void)argc, (void)argv;
+    gpt_errf(err, "this build has no MPI support; rebuild with MPICH installed (pkg-config mpich)");
+    return NULL;
+}
+int gpt_comm_have_mpi(void) { return 0; }
+#endif
+
+static int launched_by_mpi(void)
+{
+    static const char *const vars[] = {"PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALRANKID"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+gpt_comm *gpt_comm_open(int *argc, char ***argv, gpt_err *err)
+{
+    if (!launched_by_mpi()) return gpt_comm_single();
+    return gpt_comm_mpi(argc, argv, err);
+}
+
+void gpt_comm_close(gpt_comm *c)
+{
+    if (!c) return;
+    if (c->size > 1) c->barrier(c, NULL);
+    c->destroy(c);
+}

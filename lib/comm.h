@@ -1,0 +1,52 @@
+/* comm.h: the communicator that data parallelism talks through (MPI now, NCCL with CUDA later).
+ *
+ *   gpt_comm *c = gpt_comm_open(&argc, &argv, &err);   // MPI under mpirun, else one process
+ *   c->allreduce_sum(c, grads, n, &err);
+ *   ...
+ *   gpt_comm_close(c);
+ *
+ * Every collective is blocking and called by all ranks in the same order. A collective that fails
+ * returns -1 with a message; callers that cannot go on call c->abort, which ends every rank with
+ * a non-zero status (MPI_Abort), so a dying rank never leaves the others hanging. */
+#ifndef GPT_COMM_H
+#define GPT_COMM_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+typedef struct gpt_comm gpt_comm;
+struct gpt_comm {
+    const char *name; /* "single", "mpi" */
+    int rank, size;
+    int local_rank, local_size; /* among the ranks on this host */
+    void *ctx;
+    /* buf[0, n) = sum over ranks, in place. */
+    int (*allreduce_sum)(gpt_comm *c, float *buf, size_t n, gpt_err *err);
+    /* The same over doubles (norms, losses: small). */
+    int (*allreduce_sum_f64)(gpt_comm *c, double *buf, size_t n, gpt_err *err);
+    /* send holds size * n floats; recv[0, n) = sum over ranks of send[rank * n, (rank + 1) * n). */
+    int (*reduce_scatter_sum)(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err);
+    /* recv (size * n floats) = every rank's send[0, n), in rank order. send may equal recv + rank * n. */
+    int (*allgather)(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err);
+    int (*broadcast)(gpt_comm *c, void *buf, size_t bytes, int root, gpt_err *err);
+    int (*barrier)(gpt_comm *c, gpt_err *err);
+    /* Ends every rank with this status (never returns). */
+    void (*abort)(gpt_comm *c, int status);
+    void (*destroy)(gpt_comm *c);
+};
+
+/* One process: collectives are copies. */
+gpt_comm *gpt_comm_single(void);
+/* MPI_COMM_WORLD (MPI_Init_thread on first use). NULL with a message when the library was built
+ * without MPI. */
+gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err);
+/* MPI when launched by mpirun/mpiexec (PMI_RANK, PMI_SIZE, PMIX_RANK or OMPI_COMM_WORLD_SIZE set)
+ * and built with it; else single. Launched under mpirun without MPI support is an error. */
+gpt_comm *gpt_comm_open(int *argc, char ***argv, gpt_err *err);
+/* Finalizes MPI after a barrier. NULL is a no-op. */
+void gpt_comm_close(gpt_comm *c);
+/* Whether MPI support was compiled in. */
+int gpt_comm_have_mpi(void);
+
+#endif

@@ -1,0 +1,716 @@
+/* train.c: options, the trainer (model + AdamW + data over a communicator), and the loop. */
+#include "train.h"
+
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *const gpt_train_keys[] = {
+    "data",          "micro_batch",  "seq_len",      "grad_accum",    "global_batch", "steps",
+    "warmup_steps",  "lr",           "min_lr_ratio", "weight_decay",  "beta1",        "beta2",
+    "eps",           "clip_norm",    "label_smoothing", "seed",       "eval_interval", "eval_steps",
+    "save_interval", "keep_last",    "log_interval", "out_dir",       "init_from",    "zero1",
+    "precision",     "loss_scale",   "max_bad_steps", "peak_tflops",  NULL};
+
+void gpt_train_opts_default(gpt_train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->data_mode = GPT_DATA_RANDOM;
+    o->micro_batch = 4;
+    o->seq_len = 0; /* 0: the model's max_seq_len */
+    o->grad_accum = 1;
+    o->steps = 1000;
+    o->warmup_steps = 0;
+    o->lr = 3e-4;
+    o->min_lr_ratio = 0.1;
+    o->weight_decay = 0.1;
+    o->beta1 = 0.9;
+    o->beta2 = 0.95;
+    o->eps = 1e-8;
+    o->clip_norm = 1.0;
+    o->seed = 1337;
+    o->eval_interval = 0;
+    o->eval_steps = 10;
+    o->save_interval = 0;
+    o->log_interval = 1;
+    o->keep_last = 3;
+    o->out_dir = gpt_xstrdup("out");
+    o->precision = GPT_PREC_FP32;
+    o->loss_scale_init = 65536.0;
+    o->loss_scale_growth = 2.0;
+    o->loss_scale_backoff = 0.5;
+    o->loss_scale_interval = 2000;
+    o->max_bad_steps = 5;
+}
+
+static void free_list(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(l[i]);
+    free(l);
+}
+
+void gpt_train_opts_free(gpt_train_opts *o)
+{
+    free_list(o->train_files, o->n_train);
+    free_list(o->val_files, o->n_val);
+    free(o->out_dir);
+    free(o->init_from);
+    memset(o, 0, sizeof *o);
+}
+
+/* A file list: one path (scalar) or a sequence of paths. */
+static int read_files(const gpt_ynode *map, const char *path, const char *key, char ***out, size_t *n, gpt_err *err)
+{
+    const gpt_ynode *v = gpt_ymap_get(map, key, NULL);
+    if (!v) return 0;
+    char **l = NULL;
+    size_t k = 0;
+    if (v->kind == GPT_YSCALAR) {
+        if (gpt_ynode_is_null(v) || !*v->text) return gpt_yerrf(err, v, path, "%s: give a token file or a list", key);
+        l = gpt_xmalloc(sizeof *l);
+        l[k++] = gpt_xstrdup(v->text);
+    } else if (v->kind == GPT_YSEQ) {
+        if (v->n == 0) return gpt_yerrf(err, v, path, "%s: the list is empty", key);
+        l = gpt_xmalloc(v->n * sizeof *l);
+        for (size_t i = 0; i < v->n; i++) {
+            if (v->items[i]->kind != GPT_YSCALAR || !*v->items[i]->text) {
+                free_list(l, k);
+                return gpt_yerrf(err, v->items[i], path, "%s[%zu]: must be a file path", key, i);
+            }
+            l[k++] = gpt_xstrdup(v->items[i]->text);
+        }
+    } else {
+        return gpt_yerrf(err, v, path, "%s: must be a path or a list of paths", key);
+    }
+    free_list(*out, *n);
+    *out = l;
+    *n = k;
+    return 1;
+}
+
+static int read_str(const gpt_ynode *map, const char *path, const char *key, char **out, gpt_err *err)
+{
+    const char *s;
+    int rc = gpt_yget_str(map, path, key, &s, err);
+    if (rc == 1) {
+        free(*out);
+        *out = gpt_xstrdup(s);
+    }
+    return rc;
+}
+
+#define RD(call)                        \
+    do {                                \
+        if ((call) < 0) return -1;      \
+    } while (0)
+
+int gpt_train_opts_read(gpt_train_opts *o, const gpt_ynode *map, const char *path, gpt_err *err)
+{
+    if (!map) return 0;
+    if (map->kind != GPT_YMAP) return gpt_yerrf(err, map, path, "must be a mapping of training settings");
+    RD(gpt_ymap_check_keys(map, path, gpt_train_keys, err));
+    int64_t v;
+    double d;
+    int b;
+
+    const gpt_ynode *data = NULL;
+    RD(gpt_yget_map(map, path, "data", &data, err));
+    if (data) {
+        char dpath[128];
+        snprintf(dpath, sizeof dpath, "%s.data", path);
+        static const char *const dkeys[] = {"train", "val", "mode", NULL};
+        static const char *const modes[] = {"random", "sequential"};
+        RD(gpt_ymap_check_keys(data, dpath, dkeys, err));
+        RD(read_files(data, dpath, "train", &o->train_files, &o->n_train, err));
+        RD(read_files(data, dpath, "val", &o->val_files, &o->n_val, err));
+        int m;
+        if (gpt_yget_enum(data, dpath, "mode", modes, 2, &m, err) < 0) return -1;
+        else if (gpt_ymap_get(data, "mode", NULL)) o->data_mode = (gpt_data_mode)m;
+    }
+#define INT(key, lo, hi, field)                                                  \
+    do {                                                                         \
+        int rc_ = gpt_yget_int(map, path, key, lo, hi, &v, err);                 \
+        if (rc_ < 0) return -1;                                                  \
+        if (rc_ == 1) field = v;                                                 \
+    } while (0)
+#define FLT(key, lo, lo_open, hi, field)                                         \
+    do {                                                                         \
+        int rc_ = gpt_yget_float(map, path, key, lo, lo_open, hi, &d, err);      \
+        if (rc_ < 0) return -1;                                                  \
+        if (rc_ == 1) field = d;                                                 \
+    } while (0)
+    INT("micro_batch", 1, 1 << 20, o->micro_batch);
+    INT("seq_len", 1, 1 << 24, o->seq_len);
+    INT("grad_accum", 1, 1 << 20, o->grad_accum);
+    INT("global_batch", 0, INT64_C(1) << 40, o->global_batch);
+    INT("steps", 0, INT64_C(1) << 50, o->steps);
+    INT("warmup_steps", 0, INT64_C(1) << 50, o->warmup_steps);
+    FLT("lr", 0, 1, 10, o->lr);
+    FLT("min_lr_ratio", 0, 0, 1, o->min_lr_ratio);
+    FLT("weight_decay", 0, 0, 10, o->weight_decay);
+    FLT("beta1", 0, 0, 0.999999, o->beta1);
+    FLT("beta2", 0, 0, 0.999999999, o->beta2);
+    FLT("eps", 0, 1, 1, o->eps);
+    FLT("clip_norm", 0, 0, 1e30, o->clip_norm);
+    FLT("label_smoothing", 0, 0, 1, o->label_smoothing);
+    INT("seed", 0, INT64_MAX, o->seed);
+    INT("eval_interval", 0, INT64_C(1) << 50, o->eval_interval);
+    INT("eval_steps", 0, INT64_C(1) << 30, o->eval_steps);
+    INT("save_interval", 0, INT64_C(1) << 50, o->save_interval);
+    INT("log_interval", 1, INT64_C(1) << 50, o->log_interval);
+    INT("keep_last", 0, 1 << 20, o->keep_last);
+    INT("max_bad_steps", 1, 1 << 30, o->max_bad_steps);
+    FLT("peak_tflops", 0, 0, 1e9, o->peak_tflops);
+    RD(read_str(map, path, "out_dir", &o->out_dir, err));
+    RD(read_str(map, path, "init_from", &o->init_from, err));
+    int rc = gpt_yget_bool(map, path, "zero1", &b, err);
+    if (rc < 0) return -1;
+    if (rc == 1) o->zero1 = b;
+    static const char *const precs[] = {"fp32", "bf16", "fp16"};
+    int p;
+    rc = gpt_yget_enum(map, path, "precision", precs, 3, &p, err);
+    if (rc < 0) return -1;
+    if (rc == 1) o->precision = (gpt_precision)p;
+    const gpt_ynode *ls = NULL;
+    RD(gpt_yget_map(map, path, "loss_scale", &ls, err));
+    if (ls) {
+        char lpath[128];
+        snprintf(lpath, sizeof lpath, "%s.loss_scale", path);
+        static const char *const lkeys[] = {"init", "growth", "backoff", "interval", NULL};
+        RD(gpt_ymap_check_keys(ls, lpath, lkeys, err));
+        const gpt_ynode *save = map;
+        map = ls;
+        const char *spath = path;
+        path = lpath;
+        FLT("init", 0, 1, 1e30, o->loss_scale_init);
+        FLT("growth", 1, 0, 1e6, o->loss_scale_growth);
+        FLT("backoff", 0, 1, 1, o->loss_scale_backoff);
+        INT("interval", 1, INT64_C(1) << 40, o->loss_scale_interval);
+        map = save;
+        path = spath;
+    }
+#undef INT
+#undef FLT
+    return 0;
+}
+
+/* ---- the trainer ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int mkdir_p(const char *dir, gpt_err *err)
+{
+    char *p = gpt_xstrdup(dir);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            if (mkdir(p, 0777) < 0 && errno != EEXIST) goto fail;
+            *s = '/';
+        }
+    if (mkdir(p, 0777) < 0 && errno != EEXIST) goto fail;
+    free(p);
+    return 0;
+fail:
+    gpt_errf(err, "cannot create output directory %s: %s", dir, strerror(errno));
+    free(p);
+    return -1;
+}
+
+int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
+                     gpt_err *err)
+{
+    memset(tr, 0, sizeof *tr);
+    tr->o = *o;
+    tr->mcfg = *mcfg;
+    tr->comm = comm;
+    tr->saved_step = -1;
+    gpt_train_opts *to = &tr->o;
+    const int dp = comm->size;
+    if (to->seq_len == 0) to->seq_len = mcfg->max_seq_len;
+    if (to->seq_len > mcfg->max_seq_len)
+        return gpt_errf(err, "train.seq_len %d exceeds the model's max_seq_len %d", to->seq_len, mcfg->max_seq_len);
+    if (to->global_batch) {
+        int64_t per = (int64_t)to->micro_batch * dp;
+        if (to->global_batch % per)
+            return gpt_errf(err, "train.global_batch %lld is not a multiple of micro_batch %d x %d ranks; pick a "
+                                 "global batch divisible by %lld",
+                            (long long)to->global_batch, to->micro_batch, dp, (long long)per);
+        to->grad_accum = (int)(to->global_batch / per);
+    }
+    if (to->n_train == 0) return gpt_errf(err, "no training data: set train.data.train or pass --data FILE");
+    /* bf16/fp16 (and the loss scaler they need) arrive with the CUDA backend. */
+    if (to->precision != GPT_PREC_FP32)
+        return gpt_errf(err, "train.precision %s: the CPU backend trains in fp32 only; use precision: fp32",
+                        to->precision == GPT_PREC_BF16 ? "bf16" : "fp16");
+    if (to->zero1 && dp == 1) to->zero1 = 0;
+
+    tr->train = gpt_data_open((const char *const *)to->train_files, to->n_train, to->seq_len, to->data_mode,
+                              to->seed, err);
+    if (!tr->train) goto fail;
+    if (gpt_data_vocab(tr->train) > (uint32_t)mcfg->vocab_size) {
+        gpt_errf(err, "training data has a vocabulary of %u ids but the model's vocab_size is %d; tokenize with the "
+                      "model's tokenizer (%s)", gpt_data_vocab(tr->train), mcfg->vocab_size, mcfg->tokenizer);
+        goto fail;
+    }
+    if (to->n_val) {
+        tr->val = gpt_data_open((const char *const *)to->val_files, to->n_val, to->seq_len, GPT_DATA_SEQUENTIAL, 0,
+                                err);
+        if (!tr->val) goto fail;
+        if (gpt_data_vocab(tr->val) > (uint32_t)mcfg->vocab_size) {
+            gpt_errf(err, "validation data has a vocabulary of %u ids but the model's vocab_size is %d",
+                     gpt_data_vocab(tr->val), mcfg->vocab_size);
+            goto fail;
+        }
+    }
+    tr->be = gpt_backend_cpu();
+    tr->model = gpt_model_create(mcfg, tr->be, err);
+    if (!tr->model) goto fail;
+    gpt_model_init_params(tr->model, to->seed);
+    const gpt_param_table *tab = gpt_model_params(tr->model);
+    tr->n = tab->total;
+    tr->n_pad = (tr->n + (size_t)dp - 1) / (size_t)dp * (size_t)dp;
+    tr->hparams = gpt_xcalloc(tr->n_pad, sizeof(float));
+    tr->hgrads = gpt_xcalloc(tr->n_pad, sizeof(float));
+    gpt_trainer_sync_host(tr);
+    if (to->zero1) {
+        size_t per = tr->n_pad / (size_t)dp;
+        tr->shard_lo = per * (size_t)comm->rank;
+        tr->shard_hi = tr->shard_lo + per < tr->n ? tr->shard_lo + per : tr->n;
+        if (tr->shard_lo > tr->n) tr->shard_lo = tr->n;
+    } else {
+        tr->shard_lo = 0;
+        tr->shard_hi = tr->n;
+    }
+    gpt_adamw_hparams hp = {to->beta1, to->beta2, to->eps, to->weight_decay};
+    if (gpt_adamw_init(&tr->opt, tab, tr->shard_lo, tr->shard_hi, &hp, err) < 0) goto fail;
+    tr->sched = (gpt_lr_schedule){to->lr, to->min_lr_ratio, to->warmup_steps, to->steps};
+    gpt_loss_scaler_init(&tr->scaler, to->precision == GPT_PREC_FP16, to->loss_scale_init, to->loss_scale_growth,
+                         to->loss_scale_backoff, to->loss_scale_interval);
+    size_t bt = (size_t)to->micro_batch * (size_t)to->seq_len;
+    tr->tok = gpt_xmalloc(bt * sizeof(int));
+    tr->tgt = gpt_xmalloc(bt * sizeof(int));
+    uint64_t total = 0, active = 0;
+    gpt_param_count(mcfg, &total, &active);
+    /* 6 N per token for the matrices (forward 2N, backward 4N), plus attention's scores and values:
+     * 12 * layers * d_head * heads * T (half that with the causal mask, counted in full as usual). */
+    tr->flops_per_token = 6.0 * (double)active +
+                          12.0 * mcfg->n_layers * (double)mcfg->n_heads * mcfg->d_head * (double)to->seq_len;
+    if (comm->rank == 0 && to->out_dir && mkdir_p(to->out_dir, err) < 0) goto fail;
+    return 0;
+fail:
+    gpt_trainer_free(tr);
+    return -1;
+}
+
+void gpt_trainer_free(gpt_trainer *tr)
+{
+    gpt_data_close(tr->train);
+    gpt_data_close(tr->val);
+    if (tr->model) gpt_model_free(tr->model);
+    gpt_adamw_free(&tr->opt);
+    free(tr->hparams);
+    free(tr->hgrads);
+    free(tr->tok);
+    free(tr->tgt);
+    if (tr->metrics) fclose(tr->metrics);
+    if (tr->be) tr->be->destroy(tr->be);
+    /* Options belong to the caller. */
+    memset(tr, 0, sizeof *tr);
+}
+
+void gpt_trainer_sync_host(gpt_trainer *tr)
+{
+    tr->be->to_host(tr->be, tr->hparams, gpt_model_param_data(tr->model), tr->n * sizeof(float));
+}
+
+void gpt_trainer_sync_device(gpt_trainer *tr)
+{
+    tr->be->to_device(tr->be, gpt_model_param_data(tr->model), tr->hparams, tr->n * sizeof(float));
+}
+
+int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
+{
+    const gpt_train_opts *o = &tr->o;
+    gpt_comm *c = tr->comm;
+    const int B = o->micro_batch, T = o->seq_len, dp = c->size;
+    gpt_forward_opts fo = {(float)o->label_smoothing};
+    memset(st, 0, sizeof *st);
+    gpt_model_zero_grad(tr->model);
+    /* sums: ce * n, nll * n, correct, scored */
+    double sums[5] = {0, 0, 0, 0, 0};
+    for (int a = 0; a < o->grad_accum; a++) {
+        gpt_data_next(tr->train, c->rank, dp, B, tr->tok, tr->tgt);
+        gpt_loss L;
+        if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0 ||
+            gpt_model_backward(tr->model, err) < 0)
+            return -1;
+        sums[0] += L.ce * (double)L.n_scored;
+        sums[1] += L.nll * (double)L.n_scored;
+        sums[2] += (double)L.n_correct;
+        sums[3] += (double)L.n_scored;
+    }
+    tr->be->to_host(tr->be, tr->hgrads, gpt_model_grad_data(tr->model), tr->n * sizeof(float));
+    const float gscale = (float)(1.0 / ((double)o->grad_accum * dp));
+    float *g = tr->hgrads + tr->shard_lo; /* this rank's part after the reduction */
+    size_t gn = tr->shard_hi - tr->shard_lo;
+    if (dp > 1) {
+        if (o->zero1) {
+            size_t per = tr->n_pad / (size_t)dp;
+            /* In place: the shard lands at its own offset (recv aliases send only there). */
+            float *recv = gpt_xmalloc(per * sizeof(float));
+            int rc = c->reduce_scatter_sum(c, tr->hgrads, recv, per, err);
+            memcpy(tr->hgrads + per * (size_t)c->rank, recv, per * sizeof(float));
+            free(recv);
+            if (rc < 0) return -1;
+        } else if (c->allreduce_sum(c, tr->hgrads, tr->n, err) < 0) {
+            return -1;
+        }
+    }
+    sums[4] = gpt_sumsq(g, gn);
+    if (!o->zero1) {
+        /* Every rank holds the whole reduced gradient: the norm is local. */
+        double loc = sums[4];
+        if (c->allreduce_sum_f64(c, sums, 5, err) < 0) return -1;
+        sums[4] = loc;
+    } else if (c->allreduce_sum_f64(c, sums, 5, err) < 0) {
+        return -1;
+    }
+    const double norm = sqrt(sums[4]) * gscale;
+    st->loss = sums[0] / sums[3];
+    st->nll = sums[1] / sums[3];
+    st->acc = sums[2] / sums[3];
+    st->tokens = sums[3];
+    st->lr = gpt_lr_at(&tr->sched, tr->step);
+    st->grad_norm = norm;
+    /* A non-finite norm means a non-finite gradient somewhere (the norm is the same on every rank,
+     * so all ranks skip together). */
+    int finite = isfinite(norm) && isfinite(st->loss);
+    if (!gpt_loss_scaler_update(&tr->scaler, !finite) || !finite) {
+        st->skipped = 1;
+        tr->bad_in_row++;
+        tr->step++;
+        if (tr->bad_in_row >= o->max_bad_steps)
+            return gpt_errf(err, "step %lld: %d steps in a row had a non-finite loss or gradient (loss %g, grad norm "
+                                 "%g); lower train.lr, check the data, or raise train.max_bad_steps",
+                            (long long)tr->step, tr->bad_in_row, st->loss, norm);
+        return 0;
+    }
+    tr->bad_in_row = 0;
+    float clip = gpt_clip_coef(norm, o->clip_norm);
+    gpt_adamw_step(&tr->opt, tr->hparams + tr->shard_lo, g, st->lr, gscale * clip);
+    if (o->zero1) {
+        size_t per = tr->n_pad / (size_t)dp;
+        if (c->allgather(c, tr->hparams + per * (size_t)c->rank, tr->hparams, per, err) < 0) return -1;
+    }
+    gpt_trainer_sync_device(tr);
+    tr->step++;
+    return 0;
+}
+
+int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
+{
+    const gpt_train_opts *o = &tr->o;
+    gpt_comm *c = tr->comm;
+    const int B = o->micro_batch, T = o->seq_len, dp = c->size;
+    gpt_forward_opts fo = {0}; /* validation reports the plain cross-entropy */
+    double sums[3] = {0, 0, 0};
+    /* eval_steps micro-batches over all ranks, the same windows every time (sequential, unshuffled). */
+    for (int64_t i = c->rank; i < o->eval_steps; i += dp) {
+        gpt_data_fill(tr->val, (uint64_t)i * (uint64_t)B, B, tr->tok, tr->tgt);
+        gpt_loss L;
+        if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0) return -1;
+        sums[0] += L.nll * (double)L.n_scored;
+        sums[1] += (double)L.n_correct;
+        sums[2] += (double)L.n_scored;
+    }
+    if (c->allreduce_sum_f64(c, sums, 3, err) < 0) return -1;
+    *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
+    *acc = sums[2] > 0 ? sums[1] / sums[2] : NAN;
+    return 0;
+}
+
+/* ---- the loop ---- */
+
+static void fmt_time(char *buf, size_t n, double s)
+{
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+static void log_step(gpt_trainer *tr, const gpt_step_stats *st, double dt, double elapsed, int64_t first_step)
+{
+    const gpt_train_opts *o = &tr->o;
+    double tok_s = dt > 0 ? st->tokens / dt : 0;
+    double mfu = o->peak_tflops > 0 ? tok_s * tr->flops_per_token / (o->peak_tflops * 1e12 * tr->comm->size) : -1;
+    double per_step = tr->step > first_step ? elapsed / (double)(tr->step - first_step) : 0;
+    char eta[32];
+    fmt_time(eta, sizeof eta, per_step * (double)(o->steps - tr->step));
+    if (tr->metrics) {
+        fprintf(tr->metrics,
+                "{\"step\":%lld,\"loss\":%.6f,\"nll\":%.6f,\"ppl\":%.4f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                "\"tok_s\":%.1f,",
+                (long long)tr->step, st->loss, st->nll, exp(st->nll), st->acc, st->lr, st->grad_norm, tok_s);
+        if (mfu >= 0) fprintf(tr->metrics, "\"mfu\":%.5f,", mfu);
+        fprintf(tr->metrics, "\"skipped\":%s,\"time\":%.3f}\n", st->skipped ? "true" : "false", elapsed);
+        fflush(tr->metrics);
+    }
+    if (o->quiet || tr->comm->rank != 0 || (tr->step % o->log_interval && tr->step != o->steps)) return;
+    char mfus[32] = "-";
+    if (mfu >= 0) snprintf(mfus, sizeof mfus, "%.1f%%", 100 * mfu);
+    char bar[40] = "";
+    if (isatty(2)) {
+        int w = 20, k = o->steps ? (int)(w * tr->step / o->steps) : w;
+        bar[0] = '[';
+        for (int i = 0; i < w; i++) bar[1 + i] = i < k ? '=' : ' ';
+        bar[w + 1] = ']';
+        bar[w + 2] = ' ';
+        bar[w + 3] = 0;
+    }
+    fprintf(stderr,
+            "%sstep %lld/%lld | loss %.4f | ppl %.2f | acc %.3f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | "
+            "ETA %s%s\n",
+            bar, (long long)tr->step, (long long)o->steps, st->loss, exp(st->nll), st->acc, st->lr, st->grad_norm,
+            tok_s, mfus, eta, st->skipped ? " | SKIPPED (non-finite)" : "");
+}
+
+int gpt_train_run(gpt_trainer *tr, volatile sig_atomic_t *stop, gpt_err *err)
+{
+    const gpt_train_opts *o = &tr->o;
+    gpt_comm *c = tr->comm;
+    if (c->rank == 0 && o->out_dir && !tr->metrics) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", o->out_dir);
+        tr->metrics = fopen(path, "a");
+        if (!tr->metrics) return gpt_errf(err, "cannot open %s: %s", path, strerror(errno));
+    }
+    const int64_t first = tr->step;
+    double t_start = now_s();
+    int stopped = 0;
+    while (tr->step < o->steps) {
+        double t = now_s();
+        gpt_step_stats st;
+        if (gpt_trainer_step(tr, &st, err) < 0) return -1;
+        double t1 = now_s();
+        log_step(tr, &st, t1 - t, t1 - t_start, first);
+        if (tr->val && o->eval_interval > 0 && (tr->step % o->eval_interval == 0 || tr->step == o->steps)) {
+            double vl, va;
+            if (gpt_trainer_eval(tr, &vl, &va, err) < 0) return -1;
+            if (tr->metrics) {
+                fprintf(tr->metrics, "{\"step\":%lld,\"val_loss\":%.6f,\"val_ppl\":%.4f,\"val_acc\":%.6f}\n",
+                        (long long)tr->step, vl, exp(vl), va);
+                fflush(tr->metrics);
+            }
+            if (c->rank == 0 && !o->quiet)
+                fprintf(stderr, "eval step %lld | val loss %.4f | val ppl %.2f | val acc %.3f\n", (long long)tr->step,
+                        vl, exp(vl), va);
+        }
+        /* Every rank must agree to stop, or the ones that go on would wait forever. */
+        double flag = stop && *stop ? 1 : 0;
+        if (c->size > 1 && c->allreduce_sum_f64(c, &flag, 1, err) < 0) return -1;
+        if (flag > 0 || (o->stop_at > 0 && tr->step >= o->stop_at)) {
+            stopped = 1;
+            break;
+        }
+        if (o->save_interval > 0 && tr->step % o->save_interval == 0 && tr->step < o->steps &&
+            gpt_trainer_save(tr, err) < 0)
+            return -1;
+    }
+    if (gpt_trainer_save(tr, err) < 0) return -1;
+    if (stopped && c->rank == 0 && !o->quiet)
+        fprintf(stderr, "stopped at step %lld (%s); continue with --resume\n", (long long)tr->step,
+                o->stop_at > 0 && tr->step >= o->stop_at ? "--stop-at" : "signal");
+    return stopped;
+}
+
+/* ---- checkpoints ---- */
+
+/* train.state: "GPTTRST1" then little-endian u64 fields in this order. */
+enum {
+    ST_VERSION, ST_STEP, ST_OPT_STEP, ST_NPARAMS, ST_SCALE_BITS, ST_SCALE_GOOD, ST_BAD_IN_ROW, ST_DATA_SAMPLES,
+    ST_DATA_SEED, ST_DATA_NTOK, ST_DATA_MODE, ST_DATA_SEQ, ST_DP, ST_N
+};
+#define ST_MAGIC "GPTTRST1"
+#define ST_BYTES (8 + 8 * ST_N)
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* The whole of one AdamW moment on every rank (gathered from ZeRO-1 shards), n_pad floats. */
+static int gather_moment(gpt_trainer *tr, const float *shard, float *full, gpt_err *err)
+{
+    if (!tr->o.zero1) {
+        memcpy(full, shard, tr->n * sizeof(float));
+        return 0;
+    }
+    size_t per = tr->n_pad / (size_t)tr->comm->size, have = tr->shard_hi - tr->shard_lo;
+    float *mine = full + per * (size_t)tr->comm->rank;
+    memset(mine, 0, per * sizeof(float));
+    memcpy(mine, shard, have * sizeof(float));
+    return tr->comm->allgather(tr->comm, mine, full, per, err);
+}
+
+int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
+{
+    if (tr->step == tr->saved_step || !tr->o.out_dir) return 0;
+    gpt_comm *c = tr->comm;
+    float *m = NULL, *v = NULL;
+    int rc = 0;
+    if (c->rank == 0 || tr->o.zero1) {
+        m = gpt_xmalloc(tr->n_pad * sizeof(float));
+        v = gpt_xmalloc(tr->n_pad * sizeof(float));
+    }
+    if (tr->o.zero1 && (gather_moment(tr, tr->opt.m, m, err) < 0 || gather_moment(tr, tr->opt.v, v, err) < 0))
+        rc = -1;
+    if (rc == 0 && c->rank == 0) {
+        if (!tr->o.zero1) {
+            memcpy(m, tr->opt.m, tr->n * sizeof(float));
+            memcpy(v, tr->opt.v, tr->n * sizeof(float));
+        }
+        unsigned char st[ST_BYTES];
+        memcpy(st, ST_MAGIC, 8);
+        gpt_data_pos dp = gpt_data_tell(tr->train);
+        uint64_t f[ST_N];
+        uint64_t scale_bits;
+        memcpy(&scale_bits, &tr->scaler.scale, 8);
+        f[ST_VERSION] = 1;
+        f[ST_STEP] = (uint64_t)tr->step;
+        f[ST_OPT_STEP] = (uint64_t)tr->opt.step;
+        f[ST_NPARAMS] = tr->n;
+        f[ST_SCALE_BITS] = scale_bits;
+        f[ST_SCALE_GOOD] = (uint64_t)tr->scaler.good_steps;
+        f[ST_BAD_IN_ROW] = (uint64_t)tr->bad_in_row;
+        f[ST_DATA_SAMPLES] = dp.samples;
+        f[ST_DATA_SEED] = dp.seed;
+        f[ST_DATA_NTOK] = dp.n_tokens;
+        f[ST_DATA_MODE] = dp.mode;
+        f[ST_DATA_SEQ] = dp.seq_len;
+        f[ST_DP] = (uint64_t)c->size;
+        for (int i = 0; i < ST_N; i++) put_u64(st + 8 + 8 * i, f[i]);
+        gpt_ckpt_blob blobs[3] = {{"optim.m", m, tr->n * sizeof(float)},
+                                  {"optim.v", v, tr->n * sizeof(float)},
+                                  {"train.state", st, sizeof st}};
+        gpt_ckpt_opts co;
+        memset(&co, 0, sizeof co);
+        co.dtype = GPT_ST_F32;
+        co.keep_last = tr->o.keep_last;
+        rc = gpt_ckpt_save(tr->o.out_dir, tr->step, &tr->mcfg, gpt_model_params(tr->model), tr->hparams, blobs, 3,
+                           &co, err);
+        if (rc < 0) gpt_err_prefix(err, "saving a checkpoint at step %lld", (long long)tr->step);
+        else if (!tr->o.quiet) fprintf(stderr, "saved checkpoint step %lld in %s\n", (long long)tr->step, tr->o.out_dir);
+    }
+    free(m);
+    free(v);
+    /* Rank 0's failure must stop everyone: the caller aborts all ranks on -1. */
+    if (rc < 0) return -1;
+    if (c->size > 1 && c->barrier(c, err) < 0) return -1;
+    tr->saved_step = tr->step;
+    return 0;
+}
+
+static int load_params(gpt_trainer *tr, gpt_ckpt *ck, gpt_err *err)
+{
+    const gpt_config *cc = gpt_ckpt_config(ck);
+    if (!gpt_model_config_equal(&cc->model, &tr->mcfg))
+        return gpt_errf(err, "%s: the checkpoint's model config differs from this run's; train with the "
+                             "checkpoint's config (its model.yaml)", gpt_ckpt_dir(ck));
+    if (gpt_ckpt_load_params(ck, gpt_model_params(tr->model), tr->hparams, err) < 0) return -1;
+    gpt_trainer_sync_device(tr);
+    return 0;
+}
+
+static int read_moment(gpt_trainer *tr, gpt_ckpt *ck, const char *name, float *dst, gpt_err *err)
+{
+    void *data = NULL;
+    size_t n = 0;
+    if (gpt_ckpt_read_blob(ck, name, &data, &n, err) < 0) return -1;
+    if (n != tr->n * sizeof(float)) {
+        free(data);
+        return gpt_errf(err, "%s: blob %s holds %zu bytes, want %zu (%zu parameters)", gpt_ckpt_dir(ck), name, n,
+                        tr->n * sizeof(float), tr->n);
+    }
+    memcpy(dst, (const float *)data + tr->shard_lo, (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    free(data);
+    return 0;
+}
+
+int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
+{
+    char latest[4096];
+    snprintf(latest, sizeof latest, "%s/latest", tr->o.out_dir);
+    if (access(latest, F_OK) != 0) return 0;
+    gpt_ckpt *ck = gpt_ckpt_open(tr->o.out_dir, err);
+    if (!ck) return -1;
+    void *st = NULL;
+    size_t sn = 0;
+    int rc = -1;
+    if (load_params(tr, ck, err) < 0 || read_moment(tr, ck, "optim.m", tr->opt.m, err) < 0 ||
+        read_moment(tr, ck, "optim.v", tr->opt.v, err) < 0 || gpt_ckpt_read_blob(ck, "train.state", &st, &sn, err) < 0)
+        goto out;
+    const unsigned char *b = st;
+    if (sn != ST_BYTES || memcmp(b, ST_MAGIC, 8) != 0 || get_u64(b + 8) != 1) {
+        gpt_errf(err, "%s: blob train.state is not a version-1 training state (%zu bytes)", gpt_ckpt_dir(ck), sn);
+        goto out;
+    }
+    uint64_t f[ST_N];
+    for (int i = 0; i < ST_N; i++) f[i] = get_u64(b + 8 + 8 * i);
+    if (f[ST_NPARAMS] != tr->n) {
+        gpt_errf(err, "%s: train.state is for %llu parameters, the model has %zu", gpt_ckpt_dir(ck),
+                 (unsigned long long)f[ST_NPARAMS], tr->n);
+        goto out;
+    }
+    gpt_data_pos dp = {f[ST_DATA_SAMPLES], f[ST_DATA_SEED], f[ST_DATA_NTOK], (uint32_t)f[ST_DATA_MODE],
+                       (uint32_t)f[ST_DATA_SEQ]};
+    /* The sample counter is global, so a different DP size (or micro-batch split) reads on from the
+     * same place as long as the global batch is what it was. */
+    if (gpt_data_seek(tr->train, &dp, err) < 0) {
+        gpt_err_prefix(err, "%s", gpt_ckpt_dir(ck));
+        goto out;
+    }
+    tr->step = (int64_t)f[ST_STEP];
+    tr->opt.step = (int64_t)f[ST_OPT_STEP];
+    memcpy(&tr->scaler.scale, &f[ST_SCALE_BITS], 8);
+    tr->scaler.good_steps = (int64_t)f[ST_SCALE_GOOD];
+    tr->bad_in_row = (int)f[ST_BAD_IN_ROW];
+    tr->saved_step = tr->step;
+    if (tr->comm->rank == 0 && !tr->o.quiet)
+        fprintf(stderr, "resumed from %s (step %lld, saved with %llu rank%s)\n", gpt_ckpt_dir(ck),
+                (long long)tr->step, (unsigned long long)f[ST_DP], f[ST_DP] == 1 ? "" : "s");
+    rc = 1;
+out:
+    free(st);
+    gpt_ckpt_close(ck);
+    return rc;
+}
+
+int gpt_trainer_init_from(gpt_trainer *tr, const char *path, gpt_err *err)
+{
+    gpt_ckpt *ck = gpt_ckpt_open(path, err);
+    if (!ck) return gpt_err_prefix(err, "--init-from");
+    int rc = load_params(tr, ck, err);
+    if (rc == 0 && tr->comm->rank == 0 && !tr->o.quiet)
+        fprintf(stderr, "initialized from %s (step %lld)\n", gpt_ckpt_dir(ck), (long long)gpt_ckpt_step(ck));
+    gpt_ckpt_close(ck);
+    return rc;
+}
