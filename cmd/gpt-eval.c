@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_select.h"
 #include "blas_check.h"
 #include "eval.h"
 #include "fileio.h"
@@ -37,10 +38,12 @@ static const char usage_text[] =
     "      --choice          multiple choice: JSONL {\"context\", \"endings\": [...], \"label\"} per line;\n"
     "                        accuracy by summed and by per-token loss of each ending\n"
     "      --set KEY=VALUE   override a model config key (repeatable)\n"
+    "      --device DEV      cpu, cuda, cuda:N or auto (default: cuda when built with it and a GPU\n"
+    "                        is visible, else cpu)\n"
     "  -q, --quiet           no timing on stderr\n"
     "  -h, --help            this help        --version    the version\n";
 
-enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_VERSION };
+enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_DEVICE, O_VERSION };
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
@@ -154,7 +157,7 @@ static int run_choice(gpt_model *m, const gpt_tokenizer *tk, const gpt_blob *b, 
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
-    const char *model = NULL, *data = "-";
+    const char *model = NULL, *data = "-", *device = NULL;
     const char **sets = gpt_xcalloc((size_t)argc, sizeof *sets);
     size_t n_sets = 0;
     int tokens = 0, per_token = 0, json = 0, choice = 0, quiet = 0;
@@ -162,8 +165,8 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"model", 1, 0, 'm'}, {"data", 1, 0, 'd'}, {"tokens", 0, 0, O_TOKENS}, {"seq-len", 1, 0, O_SEQ},
         {"stride", 1, 0, O_STRIDE}, {"batch-size", 1, 0, 'b'}, {"per-token", 0, 0, O_PERTOK},
-        {"json", 0, 0, O_JSON}, {"choice", 0, 0, O_CHOICE}, {"set", 1, 0, O_SET}, {"quiet", 0, 0, 'q'},
-        {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"json", 0, 0, O_JSON}, {"choice", 0, 0, O_CHOICE}, {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE},
+        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:d:b:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -183,6 +186,7 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_CHOICE: choice = 1; break;
         case O_SET: sets[n_sets++] = optarg; break;
+        case O_DEVICE: device = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -199,7 +203,11 @@ int main(int argc, char **argv)
 
     gpt_err err = {{0}};
     int status = 1;
-    gpt_backend *be = gpt_backend_cpu();
+    gpt_backend *be = gpt_backend_open(device, &err);
+    if (!be) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        EXIT(1);
+    }
     gpt_loaded_model lm;
     gpt_tokenizer *tk = NULL;
     gpt_blob blob = {0};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_select.h"
 #include "blas_check.h"
 #include "generate.h"
 #include "harmony.h"
@@ -50,16 +51,18 @@ static const char usage_text[] =
     "      --reasoning LEVEL     chat: low, medium (default) or high\n"
     "      --show-reasoning      chat: print the whole reply, not only the final channel\n"
     "      --set KEY=VALUE       override a model config key (repeatable)\n"
+    "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
+    "                            GPU is visible, else cpu)\n"
     "  -q, --quiet               no timing summary on stderr\n"
     "  -h, --help                this help        --version    the version\n";
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_VERSION
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_VERSION
 };
 
 typedef struct {
-    const char *model, *file, *system, *reasoning;
+    const char *model, *file, *system, *reasoning, *device;
     char **prompts;
     int n_prompts;
     int jsonl, tokens, batch, no_stream, chat, show_reasoning, quiet, seed_given;
@@ -260,7 +263,8 @@ int main(int argc, char **argv)
         {"length-penalty", 1, 0, O_LP}, {"early-stopping", 1, 0, O_ES}, {"eos", 1, 0, O_EOS},
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
-        {"set", 1, 0, O_SET}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
+        {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'},
+        {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
     double v;
@@ -337,6 +341,7 @@ int main(int argc, char **argv)
         case O_REASONING: o.reasoning = optarg; break;
         case O_SHOWR: o.show_reasoning = 1; break;
         case O_SET: o.sets[o.n_sets++] = optarg; break;
+        case O_DEVICE: o.device = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -355,7 +360,11 @@ int main(int argc, char **argv)
 
     gpt_err err = {{0}};
     int status = 0;
-    gpt_backend *be = gpt_backend_cpu();
+    gpt_backend *be = gpt_backend_open(o.device, &err);
+    if (!be) {
+        fprintf(stderr, PROG ": %s\n", err.msg);
+        EXIT(1);
+    }
     gpt_loaded_model lm;
     if (gpt_model_open(&lm, o.model, be, o.sets, o.n_sets, &err) < 0) {
         fprintf(stderr, PROG ": %s\n", err.msg);

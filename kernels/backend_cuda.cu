@@ -1,13 +1,15 @@
 // backend_cuda.cu: the CUDA backend of the op interface (lib/backend.h); see lib/backend_cuda.h.
 //
-// Same semantics and layouts as lib/backend_cpu.c, op for op. fp32 throughout; GEMMs through
-// cublasSgemm on row-major data (operands swapped: a row-major C = A B is the column-major
-// C^T = B^T A^T). Everything runs on one stream, in order, so scratch memory can be reused from
+// Same semantics and layouts as lib/backend_cpu.c, op for op. fp32 throughout by default; GEMMs
+// through cublasSgemm on row-major data (operands swapped: a row-major C = A B is the column-major
+// C^T = B^T A^T), or TF32 / bf16 (cublasGemmEx) when asked. Attention: attn_flash.cuh (tiled
+// training kernels, split-K decoding); the simple kernels here stay behind GPT_CUDA_ATTN=simple. Everything runs on one stream, in order, so scratch memory can be reused from
 // op to op without waiting. Determinism: no float atomics anywhere; sums over rows are either one
 // thread walking the rows in order, or fixed-shape partial sums (a function of the sizes only,
 // never of the device) reduced in a fixed order; scatter-adds sort (stable radix sort) and then
 // one block sums each target row's segment in source order, which is the CPU's order too.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -48,6 +50,9 @@ static void cuda_die(const char *op, const char *what, const char *msg, const ch
 
 // ---- context ----
 
+enum { GEMM_FP32, GEMM_TF32, GEMM_BF16 };
+static const char *const gemm_names[] = {"fp32", "tf32", "bf16"};
+
 enum {
     P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE,
     P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX,
@@ -69,6 +74,8 @@ struct cuda_ctx {
     size_t scratch_bytes;
     int max_smem; // opt-in dynamic shared memory per block
     int sync_each, profile;
+    int gemm_mode;   // GEMM_FP32, GEMM_TF32, GEMM_BF16 (GPT_CUDA_GEMM, GPT_CUDA_TF32)
+    int attn_simple; // GPT_CUDA_ATTN=simple: the one-row-per-block attention kernels
     double secs[P_COUNT];
     long calls[P_COUNT];
 };
@@ -289,6 +296,31 @@ __global__ void scale2d_kernel(float *C, int ldc, int M, int N, float beta)
     *p = beta == 0.0f ? 0.0f : beta * *p;
 }
 
+// rows x cols of a row-major fp32 matrix (stride ld) into a packed bf16 one, rounding to nearest
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, int cols, int ld)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * cols) return;
+    dst[i] = __float2bfloat16_rn(src[(i / cols) * ld + i % cols]);
+}
+
+// GPT_CUDA_GEMM=bf16: both operands rounded to bf16 on the way in (the fp32 originals, parameters
+// included, stay untouched: they are the master copies), products summed in fp32, C stays fp32.
+static void gemm_bf16(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cuda_ctx *c = CTX(be);
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    size_t abytes = align256((size_t)ar * ac * sizeof(__nv_bfloat16));
+    char *s = (char *)scratch(be, abytes + (size_t)br * bc * sizeof(__nv_bfloat16), "gemm");
+    __nv_bfloat16 *Ah = (__nv_bfloat16 *)s, *Bh = (__nv_bfloat16 *)(s + abytes);
+    to_bf16_kernel<<<nblocks((size_t)ar * ac, 256), 256, 0, c->stream>>>(Ah, A, ar, ac, lda);
+    to_bf16_kernel<<<nblocks((size_t)br * bc, 256), 256, 0, c->stream>>>(Bh, B, br, bc, ldb);
+    CKB("gemm", cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                             Bh, CUDA_R_16BF, bc, Ah, CUDA_R_16BF, ac, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT));
+}
+
 static void cu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc)
 {
@@ -297,6 +329,8 @@ static void cu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float 
     if (M > 0 && N > 0) {
         if (K == 0) {
             scale2d_kernel<<<nblocks((size_t)M * N, 256), 256, 0, c->stream>>>(C, ldc, M, N, beta);
+        } else if (c->gemm_mode == GEMM_BF16) {
+            gemm_bf16(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         } else {
             // Row-major C (M x N) is column-major C^T (N x M): C^T = op(B)^T op(A)^T.
             CKB("gemm", cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
@@ -610,8 +644,9 @@ static void cu_kv_store(gpt_backend *be, float *kc, float *vc, const float *k, c
     op_end(be, P_KV_STORE, t0);
 }
 
-// ---- attention: one block per (batch, head, query) row for the forward and dQ, one per
-// (batch, kv head, key) row for dK and dV. Scores of a row live in shared memory. ----
+// ---- simple attention (GPT_CUDA_ATTN=simple; attn_flash.cuh is the default): one block per
+// (batch, head, query) row for the forward and dQ, one per (batch, kv head, key) row for dK and
+// dV. Scores of a row live in shared memory, so T is bounded by it. ----
 
 enum { ATT_THREADS = 128 };
 
@@ -673,70 +708,15 @@ static int attn_smem(gpt_backend *be, const void *kernel, size_t bytes, const ch
     return 0;
 }
 
-static void cu_attn_fwd(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T,
-                        int H, int KV, int D, int window, float scale)
+static void attn_fwd_simple(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B,
+                            int T, int H, int KV, int D, int window, float scale)
 {
-    double t0 = op_begin(be);
     int span = window > 0 && window < T ? window : T;
     size_t smem = (size_t)(D + span) * sizeof(float);
     size_t rows = (size_t)B * H * T;
-    if (rows) {
-        attn_smem(be, (const void *)attn_fwd_kernel, smem, "attn_fwd");
-        attn_fwd_kernel<<<(unsigned)rows, ATT_THREADS, smem, CTX(be)->stream>>>(out, lse, qkv, sinks, T, H, KV, D,
-                                                                                 window, scale);
-    }
-    op_end(be, P_ATTN_FWD, t0);
-}
-
-// One block per (row, head): attention of a new token over its sequence's cache.
-__global__ void attn_cached_kernel(float *out, const float *q, int ldq, const float *kc, const float *vc,
-                                   const int *seq, const int *pos, int ring, const float *sinks, int H, int KV, int D,
-                                   int window, float scale)
-{
-    extern __shared__ float sm[];
-    __shared__ float red[32];
-    float *qs = sm, *s = sm + D;
-    int r = blockIdx.x / H, h = blockIdx.x % H, kh = h / (H / KV), t = pos[r], lo = attn_lo(t, window);
-    int n = t - lo + 1;
-    size_t w = (size_t)KV * D;
-    const float *kbase = kc + (size_t)seq[r] * ring * w + (size_t)kh * D;
-    const float *vbase = vc + (size_t)seq[r] * ring * w + (size_t)kh * D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) qs[i] = q[(size_t)r * ldq + (size_t)h * D + i];
-    __syncthreads();
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int jj = warp; jj < n; jj += nw) {
-        float d = warp_dot(qs, kbase + (size_t)((lo + jj) % ring) * w, D);
-        if (lane == 0) s[jj] = d * scale;
-    }
-    __syncthreads();
-    float m = sinks ? sinks[h] : -INFINITY;
-    for (int jj = threadIdx.x; jj < n; jj += blockDim.x) m = fmaxf(m, s[jj]);
-    m = block_max(m, red);
-    float z = 0;
-    for (int jj = threadIdx.x; jj < n; jj += blockDim.x) z += (s[jj] = expf(s[jj] - m));
-    z = block_sum(z, red);
-    if (sinks) z += expf(sinks[h] - m);
-    float *o = out + (size_t)r * H * D + (size_t)h * D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float acc = 0;
-        for (int jj = 0; jj < n; jj++) acc += (s[jj] / z) * vbase[(size_t)((lo + jj) % ring) * w + i];
-        o[i] = acc;
-    }
-}
-
-static void cu_attn_cached(gpt_backend *be, float *out, const float *q, int ldq, const float *kc, const float *vc,
-                           const int *seq, const int *pos, int n, int ring, const float *sinks, int H, int KV, int D,
-                           int window, float scale)
-{
-    double t0 = op_begin(be);
-    /* a row sees at most `ring` keys (window + chunk for sliding layers, the cache length otherwise) */
-    size_t smem = (size_t)(D + ring) * sizeof(float);
-    if (n) {
-        attn_smem(be, (const void *)attn_cached_kernel, smem, "attn_cached");
-        attn_cached_kernel<<<(unsigned)((size_t)n * H), ATT_THREADS, smem, CTX(be)->stream>>>(
-            out, q, ldq, kc, vc, seq, pos, ring, sinks, H, KV, D, window, scale);
-    }
-    op_end(be, P_ATTN_CACHED, t0);
+    attn_smem(be, (const void *)attn_fwd_kernel, smem, "attn_fwd");
+    attn_fwd_kernel<<<(unsigned)rows, ATT_THREADS, smem, CTX(be)->stream>>>(out, lse, qkv, sinks, T, H, KV, D, window,
+                                                                             scale);
 }
 
 // dQ of one (b, h, t) row; also drow = dout . out and the row's sink-gradient term, kept for later.
@@ -846,28 +826,26 @@ __global__ void attn_dsinks_kernel(float *dsinks, const float *sinkpart, int B, 
     if (threadIdx.x == 0) dsinks[h] += s;
 }
 
-static void cu_attn_bwd(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out,
-                        const float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D,
-                        int window, float scale)
+static void attn_bwd_simple(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out,
+                            const float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D,
+                            int window, float scale)
 {
-    double t0 = op_begin(be);
     cudaStream_t st = CTX(be)->stream;
     size_t rows = (size_t)B * H * T;
-    if (rows) {
-        int span = window > 0 && window < T ? window : T;
-        float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
-        float *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
-        size_t smq = (size_t)(2 * D + span) * sizeof(float), smkv = (size_t)(4 * D + 2 * span) * sizeof(float);
-        attn_smem(be, (const void *)attn_bwd_q_kernel, smq, "attn_bwd");
-        attn_smem(be, (const void *)attn_bwd_kv_kernel, smkv, "attn_bwd");
-        attn_bwd_q_kernel<<<(unsigned)rows, ATT_THREADS, smq, st>>>(dqkv, drow, sinkpart, dout, out, lse, qkv, sinks,
-                                                                     T, H, KV, D, window, scale);
-        attn_bwd_kv_kernel<<<(unsigned)((size_t)B * KV * T), ATT_THREADS, smkv, st>>>(dqkv, drow, dout, lse, qkv, T,
-                                                                                       H, KV, D, window, scale);
-        if (sinks && dsinks) attn_dsinks_kernel<<<H, 256, 0, st>>>(dsinks, sinkpart, B, H, T);
-    }
-    op_end(be, P_ATTN_BWD, t0);
+    int span = window > 0 && window < T ? window : T;
+    float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
+    float *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
+    size_t smq = (size_t)(2 * D + span) * sizeof(float), smkv = (size_t)(4 * D + 2 * span) * sizeof(float);
+    attn_smem(be, (const void *)attn_bwd_q_kernel, smq, "attn_bwd");
+    attn_smem(be, (const void *)attn_bwd_kv_kernel, smkv, "attn_bwd");
+    attn_bwd_q_kernel<<<(unsigned)rows, ATT_THREADS, smq, st>>>(dqkv, drow, sinkpart, dout, out, lse, qkv, sinks, T, H,
+                                                                 KV, D, window, scale);
+    attn_bwd_kv_kernel<<<(unsigned)((size_t)B * KV * T), ATT_THREADS, smkv, st>>>(dqkv, drow, dout, lse, qkv, T, H, KV,
+                                                                                   D, window, scale);
+    if (sinks && dsinks) attn_dsinks_kernel<<<H, 256, 0, st>>>(dsinks, sinkpart, B, H, T);
 }
+
+#include "attn_flash.cuh"
 
 // ---- activations ----
 
@@ -1158,7 +1136,8 @@ static void cu_destroy(gpt_backend *be)
     if (c->profile) {
         double total = 0;
         for (int i = 0; i < P_COUNT; i++) total += c->secs[i];
-        fprintf(stderr, "gpt: cuda backend profile (%.3f s in ops, each op waited for)\n", total);
+        fprintf(stderr, "gpt: cuda backend profile (%.3f s in ops, each op waited for; gemm %s, attention %s)\n", total,
+                gemm_names[c->gemm_mode], c->attn_simple ? "simple" : "flash");
         for (int i = 0; i < P_COUNT; i++)
             if (c->calls[i])
                 fprintf(stderr, "  %-26s %9.3f s %5.1f%% %8ld calls\n", op_names[i], c->secs[i],
@@ -1201,11 +1180,33 @@ extern "C" gpt_backend *gpt_backend_cuda(int device, gpt_err *err)
         free(c);
         return NULL;
     }
+    // GEMM precision: GPT_CUDA_GEMM=fp32|tf32|bf16; GPT_CUDA_TF32=1 is the older spelling of tf32
+    const char *gm = getenv("GPT_CUDA_GEMM"), *am = getenv("GPT_CUDA_ATTN");
+    c->gemm_mode = env_on("GPT_CUDA_TF32") ? GEMM_TF32 : GEMM_FP32;
+    if (gm && *gm) {
+        int k = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(gm, gemm_names[i]) == 0) k = i;
+        if (k < 0) {
+            gpt_errf(err, "cuda backend: GPT_CUDA_GEMM=%s: want fp32, tf32 or bf16", gm);
+            cudaStreamDestroy(c->stream);
+            free(c);
+            return NULL;
+        }
+        c->gemm_mode = k;
+    }
+    if (am && *am && strcmp(am, "simple") != 0 && strcmp(am, "flash") != 0) {
+        gpt_errf(err, "cuda backend: GPT_CUDA_ATTN=%s: want flash (the default) or simple", am);
+        cudaStreamDestroy(c->stream);
+        free(c);
+        return NULL;
+    }
+    c->attn_simple = am && strcmp(am, "simple") == 0;
     cublasStatus_t s = cublasCreate(&c->blas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
     // fp32 means fp32: cublasSgemm's default math uses no TF32 (unless NVIDIA_TF32_OVERRIDE=1 is set)
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasSetMathMode(c->blas, env_on("GPT_CUDA_TF32") ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+        s = cublasSetMathMode(c->blas, c->gemm_mode == GEMM_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) {
         gpt_errf(err, "cuda backend: starting cuBLAS on device %d: %s", device, cublasGetStatusString(s));
         cudaStreamDestroy(c->stream);

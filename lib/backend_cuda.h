@@ -1,14 +1,23 @@
 /* backend_cuda.h: the CUDA backend of the op interface (backend.h), built with `make CUDA=1`.
  *
- * Precision: fp32 storage and fp32 compute everywhere, GEMMs through cublasSgemm (no TF32 unless
- * GPT_CUDA_TF32=1), so results equal the CPU backend's to fp32 rounding. Every op runs on one
- * stream and returns before the device finishes, except to_host, which waits. Every op is
- * deterministic (no atomics; accumulation by sorting and segmenting, or by fixed-shape partial
- * sums reduced in a fixed order).
+ * Precision: fp32 storage and fp32 compute everywhere by default, GEMMs through cublasSgemm, so
+ * results equal the CPU backend's to fp32 rounding. Every op runs on one stream and returns
+ * before the device finishes, except to_host, which waits. Every op is deterministic (no atomics;
+ * accumulation by sorting and segmenting, or by fixed-shape partial sums reduced in a fixed order).
+ * Attention: tiled flash kernels for training (online softmax from the sink logit, causal and
+ * window tiles skipped, deterministic backward) and split-K decoding over the KV cache (shared
+ * memory independent of the context length).
  *
- * Environment: GPT_CUDA_SYNC=1 waits after every op, so a device fault is reported under the op
- * that caused it; GPT_PROFILE=1 does the same and prints a per-op time table on destroy;
- * GPT_CUDA_TF32=1 lets cuBLAS use TF32 tensor cores for the GEMMs (faster, ~1e-3 relative). */
+ * Environment (read when the backend is created):
+ *   GPT_CUDA_GEMM=fp32|tf32|bf16  GEMM math: fp32 (default); TF32 tensor cores (~1e-3 relative);
+ *                                 bf16 operands converted on the fly, fp32 sums and outputs
+ *                                 (~1e-2); parameters stay fp32 master copies. GPT_CUDA_TF32=1
+ *                                 is the older spelling of tf32.
+ *   GPT_CUDA_ATTN=flash|simple    the attention kernels for training (simple: one block per row,
+ *                                 shared memory grows with T; kept as a cross-check).
+ *   GPT_CUDA_SYNC=1               wait after every op, so a device fault is reported under the op
+ *                                 that caused it.
+ *   GPT_PROFILE=1                 the same waits, and a per-op time table on destroy. */
 #ifndef GPT_BACKEND_CUDA_H
 #define GPT_BACKEND_CUDA_H
 

@@ -1,8 +1,11 @@
 /* The CUDA backend against the CPU backend (the reference, itself proved against transformers in
  * t/test_model_ref.c and against finite differences in t/test_ops_fd.c): every op on random
- * inputs, then forward and backward of the tiny reference models. Both are fp32, so the targets
- * are fp32 rounding: 1e-5 relative per op, 1e-4 for whole-model gradients. Skips without a device.
- * Also checks that the device results are deterministic (two runs, same bits). */
+ * inputs, then forward and backward of the tiny reference models, then KV-cache decoding
+ * (gpt_model_extend) of the same models. Both are fp32, so the targets are fp32 rounding: 1e-5
+ * relative per op, 1e-4 for whole-model gradients. Skips without a device. Also checks that the
+ * device results are deterministic (two runs, same bits).
+ * Attention runs twice: the default flash kernels and GPT_CUDA_ATTN=simple, each against the CPU.
+ * A third backend with GPT_CUDA_GEMM=bf16 is held to bf16 tolerances (1e-2 on logits). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include "safetensors.h"
 #include "tap.h"
 
+/* gpu: the backend under test; the checks below swap in the simple-attention and bf16 ones */
 static gpt_backend *cpu, *gpu;
 
 /* a tensor in both backends: c (host memory of the CPU backend) and g (device memory) */
@@ -231,6 +235,80 @@ static void t_rope(void)
     ffree(x), ffree(cs), ffree(sn);
 }
 
+static void t_rope_pos(void)
+{
+    int n = 37, H = 4, KV = 2, D = 32, ld = (H + 2 * KV) * D, half = D / 2, P = 3000;
+    fbuf x = fnew((size_t)n * ld, -1, 1), cs = fnew((size_t)P * half, 0, 0), sn = fnew((size_t)P * half, 0, 0);
+    for (int t = 0; t < P; t++)
+        for (int i = 0; i < half; i++) {
+            double a = t * pow(10000.0, -2.0 * i / D);
+            cs.c[t * half + i] = (float)cos(a), sn.c[t * half + i] = (float)sin(a);
+        }
+    push(cs), push(sn);
+    int pos[37];
+    for (int r = 0; r < n; r++) pos[r] = r % 4 == 0 ? P - 1 : irand(P); /* any order, repeats */
+    ibuf p = inew(pos, n);
+    cpu->rope_pos(cpu, x.c, ld, n, H, D, cs.c, sn.c, p.c);
+    gpu->rope_pos(gpu, x.g, ld, n, H, D, cs.g, sn.g, p.g);
+    same(x, TOL, "rope_pos on the query heads (positions out of order)");
+    cpu->rope_pos(cpu, x.c + H * D, ld, n, KV, D, cs.c, sn.c, p.c);
+    gpu->rope_pos(gpu, x.g + H * D, ld, n, KV, D, cs.g, sn.g, p.g);
+    same(x, TOL, "rope_pos on the key heads; the value heads untouched");
+    ffree(x), ffree(cs), ffree(sn), ifree(p);
+}
+
+/* kv_store then attn_cached: n rows of sequences seq[] at positions pos[] over caches of `ring`
+ * slots, (n_seq, ring, KV, D), filled with noise first (stale slots must not be read). */
+static void t_kv(int n, const int *seq, const int *pos, int n_seq, int ring, int H, int KV, int D, int window,
+                 int with_sinks)
+{
+    int ldq = (H + 2 * KV) * D + 3; /* a wider row: q, k, v are slices of it */
+    float scale = 1.0f / sqrtf((float)D);
+    size_t cache = (size_t)n_seq * ring * KV * D;
+    fbuf kc = fnew(cache, -1, 1), vc = fnew(cache, -1, 1), qkv = fnew((size_t)n * ldq, -1.5, 1.5);
+    fbuf sinks = fnew(H, -1, 2), out = fnew((size_t)n * H * D, 5, 6);
+    ibuf sq = inew(seq, n), ps = inew(pos, n);
+    const float *sc = with_sinks ? sinks.c : NULL, *sg = with_sinks ? sinks.g : NULL;
+    char cfg[128], what[200];
+    int maxpos = 0;
+    for (int r = 0; r < n; r++) maxpos = pos[r] > maxpos ? pos[r] : maxpos;
+    snprintf(cfg, sizeof cfg, "n=%d ring=%d H=%d KV=%d D=%d window=%d%s, last position %d", n, ring, H, KV, D, window,
+             with_sinks ? " sinks" : "", maxpos);
+    cpu->kv_store(cpu, kc.c, vc.c, qkv.c + H * D, qkv.c + (H + KV) * D, ldq, sq.c, ps.c, n, ring, KV, D);
+    gpu->kv_store(gpu, kc.g, vc.g, qkv.g + H * D, qkv.g + (H + KV) * D, ldq, sq.g, ps.g, n, ring, KV, D);
+    snprintf(what, sizeof what, "kv_store %s: keys (exact)", cfg), same(kc, 0, what);
+    snprintf(what, sizeof what, "kv_store %s: values (exact)", cfg), same(vc, 0, what);
+    cpu->attn_cached(cpu, out.c, qkv.c, ldq, kc.c, vc.c, sq.c, ps.c, n, ring, sc, H, KV, D, window, scale);
+    gpu->attn_cached(gpu, out.g, qkv.g, ldq, kc.g, vc.g, sq.g, ps.g, n, ring, sg, H, KV, D, window, scale);
+    snprintf(what, sizeof what, "attn_cached %s", cfg), same(out, TOL, what);
+    ffree(kc), ffree(vc), ffree(qkv), ffree(sinks), ffree(out), ifree(sq), ifree(ps);
+}
+
+static void t_kv_all(int quick)
+{
+    /* full layers (ring = cache length): one sequence's rows in order, others interleaved */
+    int s1[6] = {0, 0, 0, 2, 1, 2}, p1[6] = {0, 1, 2, 299, 150, 257};
+    t_kv(6, s1, p1, 3, 300, 4, 2, 32, 0, 1);
+    t_kv(6, s1, p1, 3, 300, 4, 4, 16, 0, 0);
+    /* sliding layers: a ring of window + 7 slots, positions far past it (the ring wraps) */
+    int p2[6] = {990, 991, 992, 17, 4, 1000};
+    t_kv(6, s1, p2, 3, 16 + 7, 4, 2, 64, 16, 1);
+    t_kv(6, s1, p2, 3, 5 + 7, 8, 2, 64, 5, 0);
+    /* long contexts: one decoding row over 20000 keys (many splits), and a prefill chunk of 128
+     * rows (few, long splits); the old kernel held every score in shared memory */
+    int s3[128], p3[128];
+    for (int i = 0; i < 128; i++) s3[i] = i % 2, p3[i] = 19000 + i / 2;
+    p3[0] = 19999;
+    t_kv(1, s3, p3, 2, 20000, 8, 1, 64, 0, 1);
+    if (!quick) {
+        t_kv(128, s3, p3, 2, 20000, 4, 2, 64, 0, 1);
+        t_kv(3, s3, p3, 2, 20000, 2, 2, 128, 0, 0);
+        t_kv(2, s3, p3, 2, 20000, 4, 1, 256, 0, 1);
+    }
+}
+
+static const char *attn_kind = "flash";
+
 static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sinks)
 {
     int ld = (H + 2 * KV) * D, N = B * T;
@@ -240,7 +318,7 @@ static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sink
     fbuf dqkv = fnew((size_t)N * ld, -9, 9), dsinks = fnew(H, -1, 1); /* dqkv: garbage to be overwritten */
     const float *sc = with_sinks ? sinks.c : NULL, *sg = with_sinks ? sinks.g : NULL;
     char what[160], cfg[96];
-    snprintf(cfg, sizeof cfg, "B=%d T=%d H=%d KV=%d D=%d window=%d%s", B, T, H, KV, D, window,
+    snprintf(cfg, sizeof cfg, "[%s] B=%d T=%d H=%d KV=%d D=%d window=%d%s", attn_kind, B, T, H, KV, D, window,
              with_sinks ? " sinks" : "");
     cpu->attn_fwd(cpu, out.c, lse.c, qkv.c, sc, B, T, H, KV, D, window, scale);
     gpu->attn_fwd(gpu, out.g, lse.g, qkv.g, sg, B, T, H, KV, D, window, scale);
@@ -363,6 +441,31 @@ static void t_xent(void)
     ffree(lg), ifree(t), ffree(loss), ffree(dl), ifree(cor);
 }
 
+/* bf16 GEMMs: operands rounded to 8 significant bits, sums in fp32. Each product has a relative
+ * error of up to 2^-8; over K random terms the errors mostly cancel: 1e-2 of the result's scale. */
+static void t_gemm_bf16(void)
+{
+    int M = 64, N = 48, K = 256;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 3, ldc = N + 2;
+            fbuf A = fnew((size_t)(ta ? K : M) * lda, -1, 1), B = fnew((size_t)(tb ? N : K) * ldb, -1, 1);
+            fbuf C = fnew((size_t)M * ldc, -1, 1);
+            cpu->gemm(cpu, ta, tb, M, N, K, 0.5f, A.c, lda, B.c, ldb, 0.25f, C.c, ldc);
+            gpu->gemm(gpu, ta, tb, M, N, K, 0.5f, A.g, lda, B.g, ldb, 0.25f, C.g, ldc);
+            float *h = down(C);
+            double e = rel_err(h, C.c, C.n);
+            ok(e <= 1e-2 && e > 1e-6, "bf16 gemm ta=%d tb=%d: within bf16 rounding, and not fp32 (max rel err %.2e)",
+               ta, tb, e);
+            float *a0 = malloc(A.n * sizeof *a0);
+            gpu->to_host(gpu, a0, A.g, A.n * sizeof *a0);
+            ok(memcmp(a0, A.c, A.n * sizeof *a0) == 0, "bf16 gemm ta=%d tb=%d: the fp32 operand is left as it was", ta,
+               tb);
+            free(h), free(a0);
+            ffree(A), ffree(B), ffree(C);
+        }
+}
+
 /* ---- the tiny reference models, CPU against CUDA ---- */
 
 static int64_t *read_i64(const gpt_st_file *f, const char *name, size_t *n)
@@ -418,8 +521,11 @@ static int step(gpt_model *m, const int *tok, const int *tgt, int B, int T, floa
     return 0;
 }
 
-static void check_model(const char *dir)
+/* tol: logits and losses (relative); gtol: gradients. bf16 runs skip the exact checks (correct-token
+ * counts, determinism), which fp32 runs make. */
+static void check_model(const char *dir, const char *kind, double tol, double gtol)
 {
+    int exact = tol <= TOL;
     char path[512];
     gpt_err err;
     gpt_config cfg;
@@ -449,15 +555,29 @@ static void check_model(const char *dir)
         gpt_loss lc, lg;
         float *logc = NULL, *logg = NULL, *gc = NULL, *gg = NULL;
         if (!ok(step(mc, tok, tgt, B, T, sm, &lc, &logc, &gc) == 0 && step(mg, tok, tgt, B, T, sm, &lg, &logg, &gg) == 0,
-                "%s (smoothing %.1f): forward and backward run on both", dir, sm))
+                "[%s] %s (smoothing %.1f): forward and backward run on both", kind, dir, sm))
             return;
         double e = rel_err(logg, logc, (size_t)N * Vp);
-        ok(e <= TOL, "%s (smoothing %.1f): logits (max rel err %.2e)", dir, sm, e);
-        ok(fabs(lg.total - lc.total) <= 1e-5 * fabs(lc.total) && fabs(lg.nll - lc.nll) <= 1e-5 * fabs(lc.nll) &&
-               fabs(lg.ce - lc.ce) <= 1e-5 * fabs(lc.ce) && fabs(lg.aux - lc.aux) <= 1e-5 * fabs(lc.aux) + 1e-12,
-           "%s (smoothing %.1f): losses: total %.7f vs %.7f, nll %.7f vs %.7f, aux %.7f vs %.7f", dir, sm, lg.total,
-           lc.total, lg.nll, lc.nll, lg.aux, lc.aux);
-        is_int(lg.n_correct, lc.n_correct, "%s (smoothing %.1f): correct tokens", dir, sm);
+        /* With reduced precision a router may pick another expert for a token whose top-k scores
+         * nearly tie, which moves that token (and a little of what attends to it) by more than
+         * rounding: routed models are held to most rows, their loss and no gradient target. */
+        int routed = !exact && cfg.model.mlp == GPT_MLP_MOE, good = 0;
+        for (int r = 0; r < N; r++) good += rel_err(logg + (size_t)r * Vp, logc + (size_t)r * Vp, Vp) <= tol;
+        if (!routed)
+            ok(e <= tol, "[%s] %s (smoothing %.1f): logits (max rel err %.2e, target %.0e)", kind, dir, sm, e, tol);
+        else
+            ok(good * 4 >= N * 3, "[%s] %s (smoothing %.1f): logits of %d of %d rows within %.0e (max rel err %.2e)",
+               kind, dir, sm, good, N, tol, e);
+        if (!exact) ok(e > 1e-6, "[%s] %s: the logits show the reduced precision (it is on)", kind, dir);
+        if (!routed)
+            ok(fabs(lg.total - lc.total) <= tol * fabs(lc.total) && fabs(lg.nll - lc.nll) <= tol * fabs(lc.nll) &&
+                   fabs(lg.ce - lc.ce) <= tol * fabs(lc.ce) && fabs(lg.aux - lc.aux) <= tol * fabs(lc.aux) + 1e-12,
+               "[%s] %s (smoothing %.1f): losses: total %.7f vs %.7f, nll %.7f vs %.7f, aux %.7f vs %.7f", kind, dir,
+               sm, lg.total, lc.total, lg.nll, lc.nll, lg.aux, lc.aux);
+        else
+            ok(fabs(lg.nll - lc.nll) <= 3 * tol * fabs(lc.nll), "[%s] %s (smoothing %.1f): nll %.7f vs %.7f (aux %.7f vs %.7f)",
+               kind, dir, sm, lg.nll, lc.nll, lg.aux, lc.aux);
+        if (exact) is_int(lg.n_correct, lc.n_correct, "[%s] %s (smoothing %.1f): correct tokens", kind, dir, sm);
         double worst = 0;
         const char *wn = "";
         for (int i = 0; i < tab->n; i++) {
@@ -465,16 +585,20 @@ static void check_model(const char *dir)
             double ge = rel_err(gg + t->offset, gc + t->offset, t->numel);
             if (ge > worst) worst = ge, wn = t->name;
         }
-        ok(worst <= 1e-4, "%s (smoothing %.1f): all %d gradients (worst %.2e in %s, target 1e-4)", dir, sm, tab->n,
-           worst, wn);
-        if (pass == 1) {
+        if (!routed)
+            ok(worst <= gtol, "[%s] %s (smoothing %.1f): all %d gradients (worst %.2e in %s, target %.0e)", kind, dir,
+               sm, tab->n, worst, wn, gtol);
+        else
+            diag("[%s] %s (smoothing %.1f): worst gradient error %.2e in %s (not a target: routing)", kind, dir, sm,
+                 worst, wn);
+        if (pass == 1 && exact) {
             /* the device is deterministic: the same step again gives the same bits */
             gpt_loss l2;
             float *log2 = NULL, *g2 = NULL;
             step(mg, tok, tgt, B, T, sm, &l2, &log2, &g2);
             ok(log2 && g2 && memcmp(log2, logg, (size_t)N * Vp * sizeof(float)) == 0 &&
                    memcmp(g2, gg, tab->total * sizeof(float)) == 0,
-               "%s: a second device step gives the same logits and gradients, bit for bit", dir);
+               "[%s] %s: a second device step gives the same logits and gradients, bit for bit", kind, dir);
             free(log2), free(g2);
         }
         free(logc), free(logg), free(gc), free(gg);
@@ -486,9 +610,96 @@ static void check_model(const char *dir)
     gpt_config_free(&cfg);
 }
 
+/* KV-cache decoding on the device against the CPU's (which t/test_kv_cache.c holds to a full
+ * recompute): token by token (the gpt-oss fixture's sliding ring wraps), chunked prefill with two
+ * sequences in one call, a whole prompt in one call, and a forked sequence. */
+static double max_rel_rows(const float *a, const float *b, int rows, int V)
+{
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        double e = rel_err(a + (size_t)r * V, b + (size_t)r * V, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    return worst;
+}
+
+static void check_decode(const char *dir)
+{
+    char path[512];
+    gpt_err err;
+    gpt_config cfg;
+    snprintf(path, sizeof path, "t/data/ref/%s/model.yaml", dir);
+    if (!ok(gpt_config_load(path, &cfg, &err) == 0, "decode %s: config loads", dir)) {
+        diag("%s", err.msg);
+        return;
+    }
+    gpt_model *mc = load(dir, &cfg, cpu), *mg = load(dir, &cfg, gpu);
+    if (!ok(mc && mg, "decode %s: models load on both backends", dir)) return;
+    const gpt_model_config *c = gpt_model_config_of(mc);
+    int T = c->max_seq_len < 150 ? c->max_seq_len : 150, V = c->vocab_size;
+    int tok[2][150], sq[150] = {0};
+    for (int t = 0; t < T; t++) tok[0][t] = (t * 37 + 11) % V, tok[1][t] = (t * 101 + 7) % V;
+    gpt_kv_cache *kcc = gpt_kv_cache_create(mc, 2, T, &err), *kcg = gpt_kv_cache_create(mg, 2, T, &err);
+    if (!ok(kcc && kcg, "decode %s: caches of %d tokens on both", dir, T)) return;
+    float *oc = malloc((size_t)T * V * sizeof *oc), *og = malloc((size_t)T * V * sizeof *og);
+    double worst = 0;
+    int fails = 0;
+    for (int t = 0; t < T; t++) {
+        int s = 0;
+        fails += gpt_model_extend(mc, kcc, &tok[0][t], &s, 1, oc, &err) < 0;
+        fails += gpt_model_extend(mg, kcg, &tok[0][t], &s, 1, og, &err) < 0;
+        double e = rel_err(og, oc, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    ok(!fails && worst <= TOL, "decode %s: token by token, %d steps: device logits = cpu's (max rel %.2e)", dir, T,
+       worst);
+
+    gpt_kv_cache_clear(kcc, -1), gpt_kv_cache_clear(kcg, -1);
+    worst = 0;
+    for (int t = 0; t + 2 < T; t += 3) {
+        int tk[4] = {tok[1][t], tok[1][t + 1], tok[1][t + 2], tok[0][t / 3]}, s4[4] = {1, 1, 1, 0};
+        fails += gpt_model_extend(mc, kcc, tk, s4, 4, oc, &err) < 0;
+        fails += gpt_model_extend(mg, kcg, tk, s4, 4, og, &err) < 0;
+        double e = max_rel_rows(og, oc, 4, V);
+        worst = e > worst ? e : worst;
+    }
+    ok(!fails && worst <= TOL, "decode %s: chunks of 3 and a second sequence in each call (max rel %.2e)", dir, worst);
+
+    gpt_kv_cache_clear(kcc, -1), gpt_kv_cache_clear(kcg, -1);
+    int n1 = T < GPT_KV_CHUNK ? T : GPT_KV_CHUNK;
+    fails += gpt_model_extend(mc, kcc, tok[1], sq, n1, oc, &err) < 0;
+    fails += gpt_model_extend(mg, kcg, tok[1], sq, n1, og, &err) < 0;
+    worst = max_rel_rows(og, oc, n1, V);
+    ok(!fails && worst <= TOL, "decode %s: a prompt of %d tokens in one call (max rel %.2e)", dir, n1, worst);
+
+    /* fork: sequence 1 becomes a copy of sequence 0, then both go on with different tokens */
+    gpt_kv_cache_copy(kcc, 1, 0), gpt_kv_cache_copy(kcg, 1, 0);
+    if (n1 + 1 < T) {
+        int tk[2] = {tok[0][3], tok[0][4]}, s2[2] = {0, 1};
+        fails += gpt_model_extend(mc, kcc, tk, s2, 2, oc, &err) < 0;
+        fails += gpt_model_extend(mg, kcg, tk, s2, 2, og, &err) < 0;
+        worst = max_rel_rows(og, oc, 2, V);
+        ok(!fails && worst <= TOL, "decode %s: a forked sequence goes on as on the cpu (max rel %.2e)", dir, worst);
+    }
+    free(oc), free(og);
+    gpt_kv_cache_free(kcc), gpt_kv_cache_free(kcg);
+    gpt_model_free(mc), gpt_model_free(mg);
+    gpt_config_free(&cfg);
+}
+
+static gpt_backend *cuda_with(const char *var, const char *val, gpt_err *err)
+{
+    setenv(var, val, 1);
+    gpt_backend *be = gpt_backend_cuda(0, err);
+    unsetenv(var);
+    return be;
+}
+
 int main(void)
 {
     gpt_err err;
+    /* the backend under test is the default one: fp32 GEMMs, flash attention */
+    unsetenv("GPT_CUDA_TF32"), unsetenv("GPT_CUDA_GEMM"), unsetenv("GPT_CUDA_ATTN");
     gpu = gpt_backend_cuda(0, &err);
     if (!gpu) {
         char reason[1100];
@@ -498,28 +709,72 @@ int main(void)
         skip_all(reason);
     }
     cpu = gpt_backend_cpu();
+    /* GPT_CUDA_TEST_QUICK=1 (for compute-sanitizer, which runs kernels ~100x slower): small ops only */
+    const char *q = getenv("GPT_CUDA_TEST_QUICK");
+    int quick = q && *q && strcmp(q, "0") != 0;
+    gpt_backend *simple = cuda_with("GPT_CUDA_ATTN", "simple", &err);
+    if (!ok(simple != NULL, "GPT_CUDA_ATTN=simple gives a backend")) diag("%s", err.msg);
+    gpt_backend *bf16 = cuda_with("GPT_CUDA_GEMM", "bf16", &err);
+    if (!ok(bf16 != NULL, "GPT_CUDA_GEMM=bf16 gives a backend")) diag("%s", err.msg);
+    gpt_backend *bad = cuda_with("GPT_CUDA_GEMM", "fp8", &err);
+    ok(!bad && strstr(err.msg, "GPT_CUDA_GEMM"), "GPT_CUDA_GEMM=fp8 is refused: %s", bad ? "(accepted)" : err.msg);
+    if (bad) bad->destroy(bad);
     t_gemm();
     t_small();
     t_embed();
     t_norm();
     t_rope();
-    t_attn(2, 64, 4, 2, 32, 0, 0);
-    t_attn(2, 64, 4, 2, 32, 16, 1);
-    t_attn(1, 64, 4, 4, 32, 0, 1);
-    /* GPT_CUDA_TEST_QUICK=1 (for compute-sanitizer, which runs kernels ~100x slower): small ops only */
-    const char *q = getenv("GPT_CUDA_TEST_QUICK");
-    int quick = q && *q && strcmp(q, "0") != 0;
-    if (!quick) {
-        t_attn(1, 1024, 2, 1, 128, 0, 1);
-        t_attn(1, 1024, 4, 2, 64, 128, 1);
+    t_rope_pos();
+    t_kv_all(quick);
+    for (int pass = 0; pass < 2; pass++) {
+        gpt_backend *keep = gpu;
+        if (pass == 1) {
+            if (!simple) break;
+            gpu = simple, attn_kind = "simple";
+        }
+        t_attn(2, 64, 4, 2, 32, 0, 0);
+        t_attn(2, 64, 4, 2, 32, 16, 1);
+        t_attn(1, 64, 4, 4, 32, 0, 1);
+        t_attn(3, 77, 8, 2, 16, 5, 1);  /* partial tiles, a window inside a tile, 4 heads per kv head */
+        t_attn(1, 45, 2, 1, 6, 0, 1);   /* D not a multiple of 4: the flash path hands over to simple */
+        t_attn(2, 100, 2, 2, 128, 33, 0); /* D = 128 (shared memory over 48 KiB), window across tiles */
+        if (!quick) {
+            t_attn(1, 1024, 2, 1, 128, 0, 1);
+            t_attn(1, 1024, 4, 2, 64, 128, 1);
+            t_attn(2, 300, 2, 1, 256, 0, 1);
+            t_attn(1, 513, 3, 1, 96, 200, 1);
+        }
+        gpu = keep, attn_kind = "flash";
     }
     t_act();
     t_moe();
     t_xent();
     if (!quick) {
-        check_model("tiny-gpt2");
-        check_model("tiny-gpt-oss");
+        check_model("tiny-gpt2", "fp32", TOL, 1e-4);
+        check_model("tiny-gpt-oss", "fp32", TOL, 1e-4);
+        check_decode("tiny-gpt-oss");
+        check_decode("tiny-gpt2");
+        if (simple) {
+            gpt_backend *keep = gpu;
+            gpu = simple;
+            check_model("tiny-gpt2", "simple attention", TOL, 1e-4);
+            check_model("tiny-gpt-oss", "simple attention", TOL, 1e-4);
+            gpu = keep;
+        }
     }
+    if (bf16) {
+        gpt_backend *keep = gpu;
+        gpu = bf16;
+        t_gemm_bf16();
+        if (!quick) {
+            /* gradients: bf16 operands in every backward GEMM; 1e-1 still catches a wrong operand */
+            check_model("tiny-gpt2", "bf16 gemm", 1e-2, 1e-1);
+            check_model("tiny-gpt-oss", "bf16 gemm", 1e-2, 1e-1);
+        }
+        gpu = keep;
+    }
+    if (simple) simple->destroy(simple);
+    if (bf16) bf16->destroy(bf16);
     cpu->destroy(cpu);
     gpu->destroy(gpu);
     return done_testing();
