@@ -712,7 +712,7 @@ static void attn_fwd_simple(gpt_backend *be, float *out, float *lse, const float
                             int T, int H, int KV, int D, int window, float scale)
 {
     int span = window > 0 && window < T ? window : T;
-    size_t smem = (size_t)(D + span) * sizeof(float);
+    size_t smem = (size_t)(D + span + 8) * sizeof(float); /* +8: paired score loads, see attn_bwd_simple */
     size_t rows = (size_t)B * H * T;
     attn_smem(be, (const void *)attn_fwd_kernel, smem, "attn_fwd");
     attn_fwd_kernel<<<(unsigned)rows, ATT_THREADS, smem, CTX(be)->stream>>>(out, lse, qkv, sinks, T, H, KV, D, window,
@@ -818,12 +818,18 @@ __global__ void attn_bwd_kv_kernel(float *dqkv, const float *drow_buf, const flo
 // dsinks[h] += sum over (b, t) of the rows' terms, in one block per head: a fixed-order tree.
 __global__ void attn_dsinks_kernel(float *dsinks, const float *sinkpart, int B, int H, int T)
 {
-    __shared__ float red[32];
+    /* the row terms cancel: sum them in double, in a fixed order (thread partials, then thread 0) */
+    __shared__ double part[256];
     int h = blockIdx.x;
-    float s = 0;
+    double s = 0;
     for (int bt = threadIdx.x; bt < B * T; bt += blockDim.x) s += sinkpart[((size_t)(bt / T) * H + h) * T + bt % T];
-    s = block_sum(s, red);
-    if (threadIdx.x == 0) dsinks[h] += s;
+    part[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double tot = 0;
+        for (int i = 0; i < (int)blockDim.x; i++) tot += part[i];
+        dsinks[h] += (float)tot;
+    }
 }
 
 static void attn_bwd_simple(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out,
@@ -835,7 +841,8 @@ static void attn_bwd_simple(gpt_backend *be, float *dqkv, float *dsinks, const f
     int span = window > 0 && window < T ? window : T;
     float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
     float *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
-    size_t smq = (size_t)(2 * D + span) * sizeof(float), smkv = (size_t)(4 * D + 2 * span) * sizeof(float);
+    /* +8: the compiler pairs the loads of a row's scores (LDS.64) and may read one past an odd end */
+    size_t smq = (size_t)(2 * D + span + 8) * sizeof(float), smkv = (size_t)(4 * D + 2 * span + 8) * sizeof(float);
     attn_smem(be, (const void *)attn_bwd_q_kernel, smq, "attn_bwd");
     attn_smem(be, (const void *)attn_bwd_kv_kernel, smkv, "attn_bwd");
     attn_bwd_q_kernel<<<(unsigned)rows, ATT_THREADS, smq, st>>>(dqkv, drow, sinkpart, dout, out, lse, qkv, sinks, T, H,

@@ -371,7 +371,7 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
     (void)be;
     int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
     memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
-    real *dsink_part = calloc((size_t)B * H, sizeof *dsink_part);
+    double *dsink_part = calloc((size_t)B * H, sizeof *dsink_part); /* the row terms cancel: sum in double */
     /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
 #pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
@@ -423,8 +423,11 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
         free(P), free(dP), free(drow);
     }
     if (sinks && dsinks)
-        for (int h = 0; h < H; h++)
-            for (int b = 0; b < B; b++) dsinks[h] += dsink_part[(size_t)b * H + h];
+        for (int h = 0; h < H; h++) {
+            double acc = 0;
+            for (int b = 0; b < B; b++) acc += dsink_part[(size_t)b * H + h];
+            dsinks[h] += (real)acc;
+        }
     free(dsink_part);
 }
 
