@@ -14,6 +14,7 @@
 #include "comm.h"
 #include "config.h"
 #include "fileio.h"
+#include "mesh.h"
 #include "train.h"
 #include "yaml_doc.h"
 
@@ -63,6 +64,10 @@ static void usage(FILE *f)
             "      --precision P        fp32 (bf16, fp16 need the CUDA backend)\n"
             "      --peak-tflops X      per-rank peak, for the MFU column\n"
             "      --stop-at STEP       stop (and save) at STEP, keeping the schedule of --steps\n"
+            "      --dp N, --tp N, --pp N, --ep N   the mesh (parallel.dp, ...): data, tensor, pipeline and\n"
+            "                           expert parallel sizes; world = dp x tp x pp, ep divides dp (default:\n"
+            "                           tp 1, pp 1, ep 1, dp the rest); rank order tp fastest, then dp, then pp\n"
+            "      --print-mesh         print every rank's mesh coordinates and exit\n"
             "      --dump-config        print the effective config and exit\n"
             "  -q, --quiet              no per-step lines\n"
             "  -h, --help               this help\n"
@@ -102,6 +107,10 @@ static const struct {
     {"init-from", "train.init_from"},
     {"precision", "train.precision"},
     {"peak-tflops", "train.peak_tflops"},
+    {"dp", "parallel.dp"},
+    {"tp", "parallel.tp"},
+    {"pp", "parallel.pp"},
+    {"ep", "parallel.ep"},
 };
 
 /* A YAML double-quoted string (JSON escapes), so any path survives --set. */
@@ -202,9 +211,9 @@ int main(int argc, char **argv)
     const char *config = NULL, *recipe = NULL;
     char **sets = NULL, **data = NULL, **val = NULL;
     size_t n_sets = 0, n_data = 0, n_val = 0;
-    int resume = 0, zero1 = 0, quiet = 0, dump = 0;
+    int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0;
     int64_t stop_at = 0;
-    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_KEY };
+    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_KEY };
     struct option lo[64];
     size_t nlo = 0;
     lo[nlo++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -215,6 +224,7 @@ int main(int argc, char **argv)
     lo[nlo++] = (struct option){"resume", no_argument, NULL, O_RESUME};
     lo[nlo++] = (struct option){"zero1", no_argument, NULL, O_ZERO1};
     lo[nlo++] = (struct option){"dump-config", no_argument, NULL, O_DUMP};
+    lo[nlo++] = (struct option){"print-mesh", no_argument, NULL, O_PRINT_MESH};
     lo[nlo++] = (struct option){"stop-at", required_argument, NULL, O_STOP_AT};
     lo[nlo++] = (struct option){"quiet", no_argument, NULL, 'q'};
     lo[nlo++] = (struct option){"help", no_argument, NULL, 'h'};
@@ -243,6 +253,7 @@ int main(int argc, char **argv)
         case O_RESUME: resume = 1; break;
         case O_ZERO1: zero1 = 1; break;
         case O_DUMP: dump = 1; break;
+        case O_PRINT_MESH: print_mesh = 1; break;
         case O_STOP_AT: {
             char *end;
             errno = 0;
@@ -319,6 +330,23 @@ int main(int argc, char **argv)
         if (gpt_train_opts_read(&o, gpt_ymap_get(rroot, "train", NULL), "train", &err) < 0) goto fail;
     }
     if (gpt_train_opts_read(&o, gpt_config_node(&cfg, "train"), "train", &err) < 0) goto fail;
+    if (gpt_mesh_opts_read(gpt_config_node(&cfg, "parallel"), &o.mesh_dp, &o.mesh_tp, &o.mesh_pp, &o.mesh_ep, &err) < 0)
+        goto fail;
+    if (print_mesh) {
+        gpt_mesh mesh;
+        if (gpt_mesh_init(&mesh, comm, o.mesh_dp, o.mesh_tp, o.mesh_pp, o.mesh_ep, &err) < 0) goto fail;
+        /* one line per rank, in rank order */
+        for (int r = 0; r < comm->size; r++) {
+            if (r == comm->rank) {
+                gpt_mesh_print(&mesh, stdout);
+                fflush(stdout);
+            }
+            if (comm->size > 1 && comm->barrier(comm, &err) < 0) goto fail;
+        }
+        gpt_mesh_free(&mesh);
+        status = 0;
+        goto done;
+    }
     o.resume = resume;
     if (zero1) o.zero1 = 1;
     o.quiet = quiet;
@@ -342,9 +370,12 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     if (comm->rank == 0 && !o.quiet)
-        fprintf(stderr, "gpt-train: %s, %zu parameters, %d rank%s%s, global batch %lld x %d tokens, %lld steps\n",
-                config, tr.n, comm->size, comm->size > 1 ? "s" : "", tr.o.zero1 ? " (ZeRO-1)" : "",
-                (long long)tr.o.grad_accum * comm->size * tr.o.micro_batch, tr.o.seq_len, (long long)tr.o.steps);
+        fprintf(stderr,
+                "gpt-train: %s, %zu parameters, %d rank%s (dp %d x tp %d x pp %d, ep %d)%s, global batch %lld x %d "
+                "tokens, %lld steps\n",
+                config, tr.ftab.total, comm->size, comm->size > 1 ? "s" : "", tr.mesh.dp, tr.mesh.tp, tr.mesh.pp,
+                tr.mesh.ep, tr.o.zero1 ? " (ZeRO-1)" : "", (long long)tr.o.grad_accum * tr.mesh.dp * tr.o.micro_batch,
+                tr.o.seq_len, (long long)tr.o.steps);
     int rc = gpt_train_run(&tr, &g_stop, &err);
     if (rc < 0) goto fail;
     status = 0;

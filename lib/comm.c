@@ -50,6 +50,22 @@ static void s_abort(gpt_comm *c, int status)
     exit(status);
 }
 static void s_destroy(gpt_comm *c) { free(c); }
+static gpt_comm *s_split(gpt_comm *c, int color, int key, gpt_err *err)
+{
+    (void)c, (void)color, (void)key, (void)err;
+    return gpt_comm_single();
+}
+/* One rank has no peer: every point-to-point call is a caller's bug, reported. */
+static int s_send(gpt_comm *c, const void *buf, size_t bytes, int peer, int tag, gpt_err *err)
+{
+    (void)c, (void)buf, (void)bytes, (void)tag;
+    return gpt_errf(err, "send to rank %d: a single-process communicator has no peers", peer);
+}
+static int s_recv(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_err *err)
+{
+    (void)c, (void)buf, (void)bytes, (void)tag;
+    return gpt_errf(err, "receive from rank %d: a single-process communicator has no peers", peer);
+}
 
 gpt_comm *gpt_comm_single(void)
 {
@@ -67,6 +83,9 @@ gpt_comm *gpt_comm_single(void)
     c->barrier = s_barrier;
     c->abort = s_abort;
     c->destroy = s_destroy;
+    c->split = s_split;
+    c->send = s_send;
+    c->recv = s_recv;
     return c;
 }
 
@@ -74,6 +93,13 @@ gpt_comm *gpt_comm_single(void)
 #ifdef GPT_MPI
 /* MPI counts are int: large buffers go in chunks. */
 #define CHUNK ((size_t)1 << 28)
+
+/* ctx of an MPI communicator: its MPI handle, and whether it owns MPI (the world one finalizes). */
+typedef struct {
+    MPI_Comm comm;
+    int world;
+} mpi_ctx;
+#define COMM(c) (((mpi_ctx *)(c)->ctx)->comm)
 
 static int mpi_fail(gpt_err *err, const char *what, int rc)
 {
@@ -85,19 +111,17 @@ static int mpi_fail(gpt_err *err, const char *what, int rc)
 
 static int m_allreduce(gpt_comm *c, float *buf, size_t n, gpt_err *err)
 {
-    (void)c;
     for (size_t off = 0; off < n; off += CHUNK) {
         int k = (int)(n - off < CHUNK ? n - off : CHUNK);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, k, MPI_FLOAT, MPI_SUM, COMM(c));
         if (rc != MPI_SUCCESS) return mpi_fail(err, "all-reduce", rc);
     }
     return 0;
 }
 static int m_allreduce64(gpt_comm *c, double *buf, size_t n, gpt_err *err)
 {
-    (void)c;
     if (n > INT_MAX) return gpt_errf(err, "MPI all-reduce: %zu doubles is too many", n);
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, COMM(c));
     return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-reduce", rc);
 }
 static int m_reduce_scatter(gpt_comm *c, const float *send, float *recv, size_t n, gpt_err *err)
@@ -105,14 +129,14 @@ static int m_reduce_scatter(gpt_comm *c, const float *send, float *recv, size_t 
     /* Chunk k of every rank's block: send[r * n + off .. + k] for each r is not contiguous across
      * r, so large buffers fall back to one reduce per rank block. */
     if (n <= CHUNK) {
-        int rc = MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM, COMM(c));
         return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "reduce-scatter", rc);
     }
     for (int r = 0; r < c->size; r++)
         for (size_t off = 0; off < n; off += CHUNK) {
             int k = (int)(n - off < CHUNK ? n - off : CHUNK);
             int rc = MPI_Reduce(send + (size_t)r * n + off, r == c->rank ? recv + off : NULL, k, MPI_FLOAT, MPI_SUM,
-                                r, MPI_COMM_WORLD);
+                                r, COMM(c));
             if (rc != MPI_SUCCESS) return mpi_fail(err, "reduce", rc);
         }
     return 0;
@@ -121,37 +145,35 @@ static int m_allgather(gpt_comm *c, const float *send, float *recv, size_t n, gp
 {
     if (n <= CHUNK) {
         const void *s = send == recv + (size_t)c->rank * n ? MPI_IN_PLACE : send;
-        int rc = MPI_Allgather(s, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+        int rc = MPI_Allgather(s, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, COMM(c));
         return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-gather", rc);
     }
     if (send != recv + (size_t)c->rank * n) memmove(recv + (size_t)c->rank * n, send, n * sizeof(float));
     for (int r = 0; r < c->size; r++)
         for (size_t off = 0; off < n; off += CHUNK) {
             int k = (int)(n - off < CHUNK ? n - off : CHUNK);
-            int rc = MPI_Bcast(recv + (size_t)r * n + off, k, MPI_FLOAT, r, MPI_COMM_WORLD);
+            int rc = MPI_Bcast(recv + (size_t)r * n + off, k, MPI_FLOAT, r, COMM(c));
             if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
         }
     return 0;
 }
 static int m_broadcast(gpt_comm *c, void *buf, size_t bytes, int root, gpt_err *err)
 {
-    (void)c;
     for (size_t off = 0; off < bytes; off += CHUNK) {
         int k = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
-        int rc = MPI_Bcast((char *)buf + off, k, MPI_BYTE, root, MPI_COMM_WORLD);
+        int rc = MPI_Bcast((char *)buf + off, k, MPI_BYTE, root, COMM(c));
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", rc);
     }
     return 0;
 }
 static int m_barrier(gpt_comm *c, gpt_err *err)
 {
-    (void)c;
-    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    int rc = MPI_Barrier(COMM(c));
     return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "barrier", rc);
 }
 static void m_abort(gpt_comm *c, int status)
 {
-    (void)c;
+    (void)c; /* MPI_Abort on a sub-communicator may end only its ranks: always the world */
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, status ? status : 1);
@@ -159,10 +181,75 @@ static void m_abort(gpt_comm *c, int status)
 }
 static void m_destroy(gpt_comm *c)
 {
-    int fin = 0;
-    MPI_Finalized(&fin);
-    if (!fin) MPI_Finalize();
+    mpi_ctx *x = c->ctx;
+    if (x->world) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin) MPI_Finalize();
+    } else {
+        MPI_Comm_free(&x->comm);
+    }
+    free(x);
     free(c);
+}
+static int m_send(gpt_comm *c, const void *buf, size_t bytes, int peer, int tag, gpt_err *err)
+{
+    for (size_t off = 0; off < bytes; off += CHUNK) {
+        int k = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
+        int rc = MPI_Send((const char *)buf + off, k, MPI_BYTE, peer, tag, COMM(c));
+        if (rc != MPI_SUCCESS) return mpi_fail(err, "send", rc);
+    }
+    return 0;
+}
+static int m_recv(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_err *err)
+{
+    for (size_t off = 0; off < bytes; off += CHUNK) {
+        int k = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
+        int rc = MPI_Recv((char *)buf + off, k, MPI_BYTE, peer, tag, COMM(c), MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, "receive", rc);
+    }
+    return 0;
+}
+static gpt_comm *m_wrap(MPI_Comm mc, int world);
+static gpt_comm *m_split(gpt_comm *c, int color, int key, gpt_err *err)
+{
+    MPI_Comm sub;
+    int rc = MPI_Comm_split(COMM(c), color, key, &sub);
+    if (rc != MPI_SUCCESS) {
+        mpi_fail(err, "communicator split", rc);
+        return NULL;
+    }
+    MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
+    return m_wrap(sub, 0);
+}
+
+static gpt_comm *m_wrap(MPI_Comm mc, int world)
+{
+    gpt_comm *c = gpt_xcalloc(1, sizeof *c);
+    mpi_ctx *x = gpt_xcalloc(1, sizeof *x);
+    x->comm = mc;
+    x->world = world;
+    c->ctx = x;
+    c->name = "mpi";
+    MPI_Comm_rank(mc, &c->rank);
+    MPI_Comm_size(mc, &c->size);
+    MPI_Comm local;
+    MPI_Comm_split_type(mc, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &c->local_rank);
+    MPI_Comm_size(local, &c->local_size);
+    MPI_Comm_free(&local);
+    c->allreduce_sum = m_allreduce;
+    c->allreduce_sum_f64 = m_allreduce64;
+    c->reduce_scatter_sum = m_reduce_scatter;
+    c->allgather = m_allgather;
+    c->broadcast = m_broadcast;
+    c->barrier = m_barrier;
+    c->abort = m_abort;
+    c->destroy = m_destroy;
+    c->split = m_split;
+    c->send = m_send;
+    c->recv = m_recv;
+    return c;
 }
 
 gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err)
@@ -175,24 +262,7 @@ gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err)
     }
     /* Errors come back as codes so they can be reported; the caller aborts everyone. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    gpt_comm *c = gpt_xcalloc(1, sizeof *c);
-    c->name = "mpi";
-    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
-    MPI_Comm local;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
-    MPI_Comm_rank(local, &c->local_rank);
-    MPI_Comm_size(local, &c->local_size);
-    MPI_Comm_free(&local);
-    c->allreduce_sum = m_allreduce;
-    c->allreduce_sum_f64 = m_allreduce64;
-    c->reduce_scatter_sum = m_reduce_scatter;
-    c->allgather = m_allgather;
-    c->broadcast = m_broadcast;
-    c->barrier = m_barrier;
-    c->abort = m_abort;
-    c->destroy = m_destroy;
-    return c;
+    return m_wrap(MPI_COMM_WORLD, 1);
 }
 int gpt_comm_have_mpi(void) { return 1; }
 #else
@@ -224,4 +294,9 @@ void gpt_comm_close(gpt_comm *c)
     if (!c) return;
     if (c->size > 1) c->barrier(c, NULL);
     c->destroy(c);
+}
+
+void gpt_comm_free(gpt_comm *c)
+{
+    if (c) c->destroy(c);
 }

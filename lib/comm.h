@@ -34,6 +34,13 @@ struct gpt_comm {
     /* Ends every rank with this status (never returns). */
     void (*abort)(gpt_comm *c, int status);
     void (*destroy)(gpt_comm *c);
+    /* A sub-communicator (collective over c): ranks with the same color form one, ordered by key
+     * (then by rank in c). The caller destroys it with gpt_comm_free before c. */
+    gpt_comm *(*split)(gpt_comm *c, int color, int key, gpt_err *err);
+    /* Point-to-point (pipeline parallelism): blocking; a send to peer p matches p's recv from this
+     * rank with the same tag, in order. */
+    int (*send)(gpt_comm *c, const void *buf, size_t bytes, int peer, int tag, gpt_err *err);
+    int (*recv)(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_err *err);
 };
 
 /* One process: collectives are copies. */
@@ -46,6 +53,8 @@ gpt_comm *gpt_comm_mpi(int *argc, char ***argv, gpt_err *err);
 gpt_comm *gpt_comm_open(int *argc, char ***argv, gpt_err *err);
 /* Finalizes MPI after a barrier. NULL is a no-op. */
 void gpt_comm_close(gpt_comm *c);
+/* Frees a communicator made by split (NULL is a no-op). */
+void gpt_comm_free(gpt_comm *c);
 /* Whether MPI support was compiled in. */
 int gpt_comm_have_mpi(void);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_tp.h"
 #include "rope.h"
 
 /* Pointers of one layer into the parameter (or gradient) buffer; NULL where the config has no
@@ -70,6 +71,13 @@ struct gpt_model {
     int have_loss;
     double dscale;
     float smoothing;
+    /* tensor parallelism (model_tp.h): NULL tp = one rank */
+    gpt_comm *tp;
+    gpt_model_config full;          /* cfg is this rank's piece */
+    int v0;                         /* first vocabulary row held */
+    int tp_cap, *tp_rows, *tp_pos;  /* (tp_cap) local embedding rows, positions */
+    float *tp_scale, *tp_lse;       /* (tp_cap) 1 where the token's row is here; host: lse per row */
+    int *tp_tgt;                    /* host (tp_cap) targets */
 };
 
 static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
@@ -203,6 +211,9 @@ void gpt_model_free(gpt_model *m)
     free_acts(m);
     if (m->rope_cos) m->be->free(m->be, m->rope_cos);
     if (m->rope_sin) m->be->free(m->be, m->rope_sin);
+    if (m->tp_rows) m->be->free(m->be, m->tp_rows), m->be->free(m->be, m->tp_pos), m->be->free(m->be, m->tp_scale);
+    free(m->tp_lse);
+    free(m->tp_tgt);
     m->be->free(m->be, m->params);
     m->be->free(m->be, m->grads);
     free(m->p.layer);
@@ -217,6 +228,45 @@ const gpt_param_table *gpt_model_params(const gpt_model *m) { return &m->tab; }
 float *gpt_model_param_data(gpt_model *m) { return m->params; }
 float *gpt_model_grad_data(gpt_model *m) { return m->grads; }
 const float *gpt_model_logits(const gpt_model *m) { return m->logits; }
+
+/* ---- tensor parallelism hooks (model_tp.h) ---- */
+
+void gpt_model_tp_attach_(gpt_model *m, gpt_comm *tp, const gpt_model_config *full)
+{
+    m->tp = tp;
+    m->full = *full;
+    m->v0 = tp->rank * m->cfg.padded_vocab_size;
+}
+const gpt_model_config *gpt_model_full_config(const gpt_model *m) { return m->tp ? &m->full : &m->cfg; }
+gpt_comm *gpt_model_tp_comm(const gpt_model *m) { return m->tp; }
+
+/* buf (backend memory) = sum over the tp group. Host memory on the CPU backend; staged otherwise. */
+static void tp_sum(gpt_model *m, float *buf, size_t n)
+{
+    if (!m->tp) return;
+    gpt_err err = {0};
+    int rc;
+    if (strcmp(m->be->name, "cpu") == 0) {
+        rc = m->tp->allreduce_sum(m->tp, buf, n, &err);
+    } else {
+        float *h = gpt_xmalloc(n * sizeof *h);
+        m->be->to_host(m->be, h, buf, n * sizeof *h);
+        rc = m->tp->allreduce_sum(m->tp, h, n, &err);
+        m->be->to_device(m->be, buf, h, n * sizeof *h);
+        free(h);
+    }
+    if (rc < 0) { /* a lost peer: the others would wait forever */
+        fprintf(stderr, "tensor parallel all-reduce: %s\n", err.msg);
+        m->tp->abort(m->tp, 1);
+    }
+}
+
+/* Row-parallel output: y holds this rank's partial sum (no bias); reduce, then the bias once. */
+static void tp_row_out(gpt_model *m, float *y, int ldy, const float *b, int N, int out)
+{
+    tp_sum(m, y, (size_t)N * ldy);
+    if (b) m->be->bias_fwd(m->be, y, ldy, b, N, out);
+}
 
 void gpt_model_init_params(gpt_model *m, uint64_t seed)
 {
@@ -380,10 +430,11 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
         linear_fwd(m, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C,
-                   w->down_b + (size_t)e * C, n, F, C, 1);                       // (n, C)
+                   m->tp && m->tp->rank ? NULL : w->down_b + (size_t)e * C, n, F, C, 1); // (n, C)
     }
     be->zero(be, out, (size_t)N * C * sizeof(float));
     be->scatter_add_rows(be, out, a->ye, a->perm_tok, a->pw, NK, C);             // (N, C)
+    tp_sum(m, out, (size_t)N * C); /* TP: ye are partial sums (the bias on tp rank 0) */
 }
 
 /* dx (N, C) = gradient through the MoE block given dout (N, C); parameter grads accumulate. */
@@ -397,6 +448,7 @@ static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const flo
     /* combine: out[tok] += pw * ye */
     be->gather_rows(be, m->dye, dout, a->perm_tok, a->pw, NK, C);                // (NK, C)
     be->row_dot(be, m->dpw, dout, a->perm_tok, a->ye, NK, C);                    // (NK)
+    tp_sum(m, m->dpw, (size_t)NK); /* TP: each rank dotted its partial ye */
     be->zero(be, m->dtw, (size_t)NK * sizeof(float));
     be->scatter_add_rows(be, m->dtw, m->dpw, a->perm_slot, NULL, NK, 1);         // (N, K)
     for (int e = 0; e < E; e++) {
@@ -419,6 +471,7 @@ static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const flo
     be->zero(be, m->drl, (size_t)N * E * sizeof(float));
     be->topk_softmax_bwd(be, m->drl, m->dtw, a->topk_w, a->topk_idx, N, E, K);   // (N, E)
     if (c->router_aux_loss_coef > 0) be->softmax_rows_bwd_shared(be, m->drl, a->rprobs, m->aux_g, N, E);
+    tp_sum(m, dx, (size_t)N * C); /* TP: column-parallel experts; the router is replicated */
     linear_bwd(m, dx, C, 1, g->router_w, g->router_b, m->drl, E, x, C, w->router_w, N, C, E, 0);
 }
 
@@ -479,7 +532,8 @@ static void layer_fwd(gpt_model *m, int l, int N, const attn_mode *am)
         be->attn_cached(be, a->att, a->qkv, QKV, kc->k[l], kc->v[l], am->seq, am->pos, N, kc->ring[l], w->sinks, H,
                         KV, D, window_of(m, l), scale);                                    // (N, A)
     }
-    linear_fwd(m, a->mid, C, a->att, A, w->o_w, w->o_b, N, A, C, m->io);                // (N, C)
+    linear_fwd(m, a->mid, C, a->att, A, w->o_w, m->tp ? NULL : w->o_b, N, A, C, m->io); // (N, C)
+    if (m->tp) tp_row_out(m, a->mid, C, w->o_b, N, C);
     be->axpy(be, a->mid, x, 1.0f, (size_t)N * C);                                       // residual
     be->norm_fwd(be, norm, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, w->ln2_w, w->ln2_b, N, C, eps);
     float *y = m->res[l + 1];
@@ -489,9 +543,48 @@ static void layer_fwd(gpt_model *m, int l, int N, const attn_mode *am)
         int F = c->d_ff;
         linear_fwd(m, a->fc, F, a->ln2, C, w->fc_w, w->fc_b, N, C, F, m->io);           // (N, F)
         be->gelu_fwd(be, a->fc_act, a->fc, (size_t)N * F);
-        linear_fwd(m, y, C, a->fc_act, F, w->proj_w, w->proj_b, N, F, C, m->io);        // (N, C)
+        linear_fwd(m, y, C, a->fc_act, F, w->proj_w, m->tp ? NULL : w->proj_b, N, F, C, m->io); // (N, C)
+        if (m->tp) tp_row_out(m, y, C, w->proj_b, N, C);
     }
     be->axpy(be, y, a->mid, 1.0f, (size_t)N * C);                                       // residual
+}
+
+/* TP: the rank's vocabulary rows (others contribute zero rows), summed over the group, then the
+ * replicated positions. Keeps the local rows and positions for the backward pass. */
+static void tp_embed_fwd(gpt_model *m, int N, const attn_mode *am)
+{
+    gpt_backend *be = m->be;
+    int C = m->cfg.d_model, Vl = m->cfg.padded_vocab_size;
+    if (N > m->tp_cap) {
+        if (m->tp_rows) be->free(be, m->tp_rows), be->free(be, m->tp_pos), be->free(be, m->tp_scale);
+        m->tp_rows = be->alloc(be, (size_t)N * sizeof(int));
+        m->tp_pos = be->alloc(be, (size_t)N * sizeof(int));
+        m->tp_scale = be->alloc(be, (size_t)N * sizeof(float));
+        m->tp_lse = gpt_xrealloc(m->tp_lse, (size_t)N * sizeof(float));
+        m->tp_tgt = gpt_xrealloc(m->tp_tgt, (size_t)N * sizeof(int));
+        m->tp_cap = N;
+    }
+    int *tok = gpt_xmalloc((size_t)N * sizeof *tok), *pos = gpt_xmalloc((size_t)N * sizeof *pos);
+    float *sc = gpt_xmalloc((size_t)N * sizeof *sc);
+    be->to_host(be, tok, m->tokens, (size_t)N * sizeof *tok);
+    for (int i = 0; i < N; i++) {
+        int r = tok[i] - m->v0, in = r >= 0 && r < Vl;
+        tok[i] = in ? r : 0;
+        sc[i] = (float)in;
+        pos[i] = am->cache ? 0 : i % am->T;
+    }
+    be->to_device(be, m->tp_rows, tok, (size_t)N * sizeof *tok);
+    be->to_device(be, m->tp_scale, sc, (size_t)N * sizeof *sc);
+    be->to_device(be, m->tp_pos, pos, (size_t)N * sizeof *pos);
+    free(tok), free(pos), free(sc);
+    be->gather_rows(be, m->res[0], m->p.wte, m->tp_rows, m->tp_scale, N, C);
+    tp_sum(m, m->res[0], (size_t)N * C);
+    if (m->p.wpe) {
+        float *tmp = be->alloc(be, (size_t)N * C * sizeof(float));
+        be->gather_rows(be, tmp, m->p.wpe, am->cache ? am->pos : m->tp_pos, NULL, N, C);
+        be->axpy(be, m->res[0], tmp, 1.0f, (size_t)N * C);
+        be->free(be, tmp);
+    }
 }
 
 /* Embedding, every block, final norm, logits (N, Vp). */
@@ -501,7 +594,9 @@ static void model_fwd(gpt_model *m, int N, const attn_mode *am)
     gpt_backend *be = m->be;
     int C = c->d_model, L = c->n_layers, Vp = c->padded_vocab_size;
     int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
-    if (am->cache && m->p.wpe) {
+    if (m->tp) {
+        tp_embed_fwd(m, N, am);
+    } else if (am->cache && m->p.wpe) {
         /* learned positions by explicit position: a gather of wpe rows added to the token rows */
         be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, NULL, 1, N, C);
         float *tmp = be->alloc(be, (size_t)N * C * sizeof(float));
@@ -548,6 +643,23 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
     float *losses = gpt_xmalloc((size_t)N * sizeof *losses);
     int *correct = gpt_xmalloc((size_t)N * sizeof *correct);
     gpt_loss out = {0};
+    if (m->tp) {
+        /* vocabulary-parallel: no rank holds a full row of logits */
+        int Vl = c->padded_vocab_size;
+        float *lg = gpt_xmalloc((size_t)N * Vl * sizeof *lg), *nll = gpt_xmalloc((size_t)N * sizeof *nll);
+        be->to_host(be, lg, m->logits, (size_t)N * Vl * sizeof *lg);
+        memcpy(m->tp_tgt, targets, (size_t)N * sizeof *targets);
+        int rc = gpt_tp_xent(m->tp, lg, targets, N, Vl, m->v0, V, m->smoothing, losses, nll, correct, m->tp_lse, err);
+        double sum = 0, sn = 0;
+        for (int i = 0; i < N; i++) sum += losses[i], sn += nll[i], out.n_correct += correct[i];
+        out.ce = scored ? sum / (double)scored : 0.0;
+        out.nll = scored ? sn / (double)scored : 0.0;
+        free(lg), free(nll);
+        if (rc < 0) {
+            free(losses), free(correct);
+            return -1;
+        }
+    } else {
     /* the smoothed and the plain loss in one pass each: smoothing 0 gives the NLL */
     be->xent(be, m->losses, m->correct, NULL, m->logits, m->targets, N, V, Vp, m->smoothing, 0.0f);
     be->to_host(be, losses, m->losses, (size_t)N * sizeof *losses);
@@ -565,6 +677,7 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
         for (int i = 0; i < N; i++) sum += losses[i];
     }
     out.nll = scored ? sum / (double)scored : 0.0;
+    }
     out.n_scored = scored;
     out.total = out.ce;
     if (c->mlp == GPT_MLP_MOE && c->router_aux_loss_coef > 0) {
@@ -611,9 +724,18 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     float scale = 1.0f / sqrtf((float)D);
 
     /* loss -> logits, in place */
-    be->xent(be, m->losses, m->correct, m->logits, m->logits, m->targets, N, V, Vp, m->smoothing, (float)m->dscale);
+    if (m->tp) {
+        float *lg = gpt_xmalloc((size_t)N * Vp * sizeof *lg);
+        be->to_host(be, lg, m->logits, (size_t)N * Vp * sizeof *lg);
+        gpt_tp_xent_bwd(lg, lg, m->tp_tgt, m->tp_lse, N, Vp, m->v0, V, m->smoothing, (float)m->dscale);
+        be->to_device(be, m->logits, lg, (size_t)N * Vp * sizeof *lg);
+        free(lg);
+    } else {
+        be->xent(be, m->losses, m->correct, m->logits, m->logits, m->targets, N, V, Vp, m->smoothing, (float)m->dscale);
+    }
     float *dlogits = m->logits;                                                          // (N, Vp)
     be->gemm(be, 0, 0, N, C, Vp, 1.0f, dlogits, Vp, m->p.lm_w, C, 0.0f, m->dln, C);     // (N, C)
+    tp_sum(m, m->dln, (size_t)N * C); /* TP: lm_head is column-parallel (vocabulary rows) */
     be->gemm(be, 1, 0, Vp, C, N, 1.0f, dlogits, Vp, m->lnf, C, 1.0f, m->g.lm_w, C);     // (Vp, C)
     be->zero(be, m->dres, (size_t)N * C * sizeof(float));
     be->norm_bwd(be, norm, m->dres, m->g.lnf_w, m->g.lnf_b, m->dln, m->res[L], m->p.lnf_w, m->lnf_mean, m->lnf_rstd,
@@ -629,6 +751,7 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
             linear_bwd(m, m->dff, F, 0, g->proj_w, g->proj_b, m->dres, C, a->fc_act, F, w->proj_w, N, F, C, m->io);
             be->gelu_bwd(be, m->dff, a->fc, m->dff, (size_t)N * F);                      // (N, F)
             linear_bwd(m, m->dln, C, 0, g->fc_w, g->fc_b, m->dff, F, a->ln2, C, w->fc_w, N, C, F, m->io);
+            tp_sum(m, m->dln, (size_t)N * C);
         }
         be->norm_bwd(be, norm, m->dres, g->ln2_w, g->ln2_b, m->dln, a->mid, w->ln2_w, a->ln2_mean, a->ln2_rstd, N, C);
         /* dres = d mid; mid = x + o(attn(ln1(x))) */
@@ -646,10 +769,16 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
             linear_bwd(m, m->dln, C, 1, g->k_w, g->k_b, m->dqkv + A, QKV, a->ln1, C, w->k_w, N, C, KV * D, 0);
             linear_bwd(m, m->dln, C, 1, g->v_w, g->v_b, m->dqkv + A + KV * D, QKV, a->ln1, C, w->v_w, N, C, KV * D, 0);
         }
+        tp_sum(m, m->dln, (size_t)N * C); /* TP: q, k, v are column-parallel */
         be->norm_bwd(be, norm, m->dres, g->ln1_w, g->ln1_b, m->dln, m->res[l], w->ln1_w, a->ln1_mean, a->ln1_rstd, N,
                      C);
     }
-    be->embed_bwd(be, m->g.wte, m->g.wpe, m->dres, m->tokens, B, T, C);
+    if (m->tp) {
+        be->scatter_add_rows(be, m->g.wte, m->dres, m->tp_rows, m->tp_scale, N, C);
+        if (m->g.wpe) be->scatter_add_rows(be, m->g.wpe, m->dres, m->tp_pos, NULL, N, C);
+    } else {
+        be->embed_bwd(be, m->g.wte, m->g.wpe, m->dres, m->tokens, B, T, C);
+    }
     m->have_loss = 0; /* the logits now hold their gradient */
     return 0;
 }
@@ -764,7 +893,18 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
         attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d};
         model_fwd(m, n, &am);
         for (int s = 0; s < kc->n_seq; s++) kc->len[s] += added[s];
-        if (logits) {
+        if (logits && m->tp) {
+            /* TP inference: gather the vocabulary slices into full rows (the caller samples) */
+            int V = c->vocab_size, Vl = c->padded_vocab_size, P = m->tp->size;
+            float *mine = gpt_xmalloc((size_t)n * Vl * sizeof *mine), *all = gpt_xmalloc((size_t)P * n * Vl * sizeof *all);
+            be->to_host(be, mine, m->logits, (size_t)n * Vl * sizeof *mine);
+            rc = m->tp->allgather(m->tp, mine, all, (size_t)n * Vl, err);
+            for (int r = 0; r < P && rc == 0; r++)
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < Vl && r * Vl + j < V; j++)
+                        logits[(size_t)i * V + r * Vl + j] = all[((size_t)r * n + i) * Vl + j];
+            free(mine), free(all);
+        } else if (logits) {
             int V = c->vocab_size, Vp = c->padded_vocab_size;
             if (V == Vp)
                 be->to_host(be, logits, m->logits, (size_t)n * V * sizeof(float));

@@ -2,6 +2,7 @@
 #include "train.h"
 
 #include "checkpoint.h"
+#include "model_tp.h"
 
 #include <errno.h>
 #include <math.h>
@@ -47,6 +48,7 @@ void gpt_train_opts_default(gpt_train_opts *o)
     o->loss_scale_backoff = 0.5;
     o->loss_scale_interval = 2000;
     o->max_bad_steps = 5;
+    o->mesh_tp = o->mesh_pp = o->mesh_ep = 1;
 }
 
 static void free_list(char **l, size_t n)
@@ -236,23 +238,38 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     tr->comm = comm;
     tr->saved_step = -1;
     gpt_train_opts *to = &tr->o;
-    const int dp = comm->size;
+    if (gpt_mesh_init(&tr->mesh, comm, to->mesh_dp, to->mesh_tp, to->mesh_pp, to->mesh_ep, err) < 0) return -1;
+    if (tr->mesh.pp > 1 || tr->mesh.ep > 1) {
+        gpt_errf(err, "--pp %d --ep %d: gpt-train runs data and tensor parallelism only so far (--dp, --tp)",
+                 tr->mesh.pp, tr->mesh.ep);
+        goto fail;
+    }
+    const int dp = tr->mesh.dp;
     if (to->seq_len == 0) to->seq_len = mcfg->max_seq_len;
-    if (to->seq_len > mcfg->max_seq_len)
-        return gpt_errf(err, "train.seq_len %d exceeds the model's max_seq_len %d", to->seq_len, mcfg->max_seq_len);
+    if (to->seq_len > mcfg->max_seq_len) {
+        gpt_errf(err, "train.seq_len %d exceeds the model's max_seq_len %d", to->seq_len, mcfg->max_seq_len);
+        goto fail;
+    }
     if (to->global_batch) {
         int64_t per = (int64_t)to->micro_batch * dp;
-        if (to->global_batch % per)
-            return gpt_errf(err, "train.global_batch %lld is not a multiple of micro_batch %d x %d ranks; pick a "
+        if (to->global_batch % per) {
+            gpt_errf(err, "train.global_batch %lld is not a multiple of micro_batch %d x %d ranks; pick a "
                                  "global batch divisible by %lld",
                             (long long)to->global_batch, to->micro_batch, dp, (long long)per);
+            goto fail;
+        }
         to->grad_accum = (int)(to->global_batch / per);
     }
-    if (to->n_train == 0) return gpt_errf(err, "no training data: set train.data.train or pass --data FILE");
+    if (to->n_train == 0) {
+        gpt_errf(err, "no training data: set train.data.train or pass --data FILE");
+        goto fail;
+    }
     /* bf16/fp16 (and the loss scaler they need) arrive with the CUDA backend. */
-    if (to->precision != GPT_PREC_FP32)
-        return gpt_errf(err, "train.precision %s: the CPU backend trains in fp32 only; use precision: fp32",
+    if (to->precision != GPT_PREC_FP32) {
+        gpt_errf(err, "train.precision %s: the CPU backend trains in fp32 only; use precision: fp32",
                         to->precision == GPT_PREC_BF16 ? "bf16" : "fp16");
+        goto fail;
+    }
     if (to->zero1 && dp == 1) to->zero1 = 0;
 
     tr->train = gpt_data_open((const char *const *)to->train_files, to->n_train, to->seq_len, to->data_mode,
@@ -274,9 +291,10 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         }
     }
     tr->be = gpt_backend_cpu();
-    tr->model = gpt_model_create(mcfg, tr->be, err);
-    if (!tr->model) goto fail;
-    gpt_model_init_params(tr->model, to->seed);
+    tr->model = gpt_model_create_tp(mcfg, tr->be, tr->mesh.tp_comm, err);
+    if (!tr->model || gpt_params_build(mcfg, &tr->ftab, err) < 0) goto fail;
+    gpt_model_tp_init_params(tr->model, to->seed);
+    tr->tp_split = gpt_tp_split_flags(mcfg, tr->mesh.tp);
     const gpt_param_table *tab = gpt_model_params(tr->model);
     tr->n = tab->total;
     tr->n_pad = (tr->n + (size_t)dp - 1) / (size_t)dp * (size_t)dp;
@@ -285,7 +303,7 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     gpt_trainer_sync_host(tr);
     if (to->zero1) {
         size_t per = tr->n_pad / (size_t)dp;
-        tr->shard_lo = per * (size_t)comm->rank;
+        tr->shard_lo = per * (size_t)tr->mesh.dp_rank;
         tr->shard_hi = tr->shard_lo + per < tr->n ? tr->shard_lo + per : tr->n;
         if (tr->shard_lo > tr->n) tr->shard_lo = tr->n;
     } else {
@@ -318,6 +336,9 @@ void gpt_trainer_free(gpt_trainer *tr)
     gpt_data_close(tr->train);
     gpt_data_close(tr->val);
     if (tr->model) gpt_model_free(tr->model);
+    gpt_params_free(&tr->ftab);
+    free(tr->tp_split);
+    gpt_mesh_free(&tr->mesh);
     gpt_adamw_free(&tr->opt);
     free(tr->hparams);
     free(tr->hgrads);
@@ -339,10 +360,27 @@ void gpt_trainer_sync_device(gpt_trainer *tr)
     tr->be->to_device(tr->be, gpt_model_param_data(tr->model), tr->hparams, tr->n * sizeof(float));
 }
 
+/* Sum of squares of the gradient over [lo, hi) of the local buffer, tensors replicated across tp
+ * ranks weighted 1/tp (so the sum over the tp group counts them once). */
+static double tp_sumsq(gpt_trainer *tr, size_t lo, size_t hi)
+{
+    const gpt_param_table *tab = gpt_model_params(tr->model);
+    double s = 0;
+    for (int i = 0; i < tab->n; i++) {
+        size_t a = tab->t[i].offset, b = a + tab->t[i].numel;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        if (a >= b) continue;
+        double q = gpt_sumsq(tr->hgrads + a, b - a);
+        s += tr->tp_split[i] ? q : q / tr->mesh.tp;
+    }
+    return s;
+}
+
 int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
 {
     const gpt_train_opts *o = &tr->o;
-    gpt_comm *c = tr->comm;
+    gpt_comm *c = tr->mesh.dp_comm, *tpc = tr->mesh.tp_comm;
     const int B = o->micro_batch, T = o->seq_len, dp = c->size;
     gpt_forward_opts fo = {(float)o->label_smoothing};
     memset(st, 0, sizeof *st);
@@ -377,7 +415,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
             return -1;
         }
     }
-    sums[4] = gpt_sumsq(g, gn);
+    sums[4] = tr->mesh.tp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi) : gpt_sumsq(g, gn);
     if (!o->zero1) {
         /* Every rank holds the whole reduced gradient: the norm is local. */
         double loc = sums[4];
@@ -386,6 +424,8 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     } else if (c->allreduce_sum_f64(c, sums, 5, err) < 0) {
         return -1;
     }
+    /* TP: each rank's squares of its pieces (replicated tensors weighted 1/tp): sum over the group */
+    if (tpc->size > 1 && tpc->allreduce_sum_f64(tpc, &sums[4], 1, err) < 0) return -1;
     const double norm = sqrt(sums[4]) * gscale;
     st->loss = sums[0] / sums[3];
     st->nll = sums[1] / sums[3];
@@ -421,7 +461,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
 int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
 {
     const gpt_train_opts *o = &tr->o;
-    gpt_comm *c = tr->comm;
+    gpt_comm *c = tr->mesh.dp_comm;
     const int B = o->micro_batch, T = o->seq_len, dp = c->size;
     gpt_forward_opts fo = {0}; /* validation reports the plain cross-entropy */
     double sums[3] = {0, 0, 0};
@@ -564,30 +604,49 @@ static int gather_moment(gpt_trainer *tr, const float *shard, float *full, gpt_e
         memcpy(full, shard, tr->n * sizeof(float));
         return 0;
     }
-    size_t per = tr->n_pad / (size_t)tr->comm->size, have = tr->shard_hi - tr->shard_lo;
-    float *mine = full + per * (size_t)tr->comm->rank;
+    gpt_comm *dc = tr->mesh.dp_comm;
+    size_t per = tr->n_pad / (size_t)dc->size, have = tr->shard_hi - tr->shard_lo;
+    float *mine = full + per * (size_t)dc->rank;
     memset(mine, 0, per * sizeof(float));
     memcpy(mine, shard, have * sizeof(float));
-    return tr->comm->allgather(tr->comm, mine, full, per, err);
+    return dc->allgather(dc, mine, full, per, err);
+}
+
+/* This rank's piece (n floats) -> the full model's layout (ftab.total floats), over the tp group. */
+static float *to_full(gpt_trainer *tr, const float *local, gpt_err *err)
+{
+    float *full = gpt_xcalloc(tr->ftab.total, sizeof *full);
+    if (tr->mesh.tp == 1) {
+        memcpy(full, local, tr->n * sizeof *full);
+    } else if (gpt_tp_gather(&tr->mcfg, tr->mesh.tp_comm, local, full, err) < 0) {
+        free(full);
+        return NULL;
+    }
+    return full;
+}
+
+static void from_full(gpt_trainer *tr, const float *full, float *local)
+{
+    if (tr->mesh.tp == 1)
+        memcpy(local, full, tr->n * sizeof *local);
+    else
+        gpt_tp_scatter(&tr->mcfg, tr->mesh.tp, tr->mesh.tp_rank, full, local);
 }
 
 int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
 {
     if (tr->step == tr->saved_step || !tr->o.out_dir) return 0;
     gpt_comm *c = tr->comm;
-    float *m = NULL, *v = NULL;
+    float *lm = gpt_xmalloc(tr->n_pad * sizeof(float)), *lv = gpt_xmalloc(tr->n_pad * sizeof(float));
+    float *m = NULL, *v = NULL, *p = NULL;
     int rc = 0;
-    if (c->rank == 0 || tr->o.zero1) {
-        m = gpt_xmalloc(tr->n_pad * sizeof(float));
-        v = gpt_xmalloc(tr->n_pad * sizeof(float));
-    }
-    if (tr->o.zero1 && (gather_moment(tr, tr->opt.m, m, err) < 0 || gather_moment(tr, tr->opt.v, v, err) < 0))
+    /* ZeRO-1 shards over dp, then tensor-parallel pieces over tp: the full state on every rank */
+    if (gather_moment(tr, tr->opt.m, lm, err) < 0 || gather_moment(tr, tr->opt.v, lv, err) < 0 ||
+        !(m = to_full(tr, lm, err)) || !(v = to_full(tr, lv, err)) || !(p = to_full(tr, tr->hparams, err)))
         rc = -1;
+    free(lm);
+    free(lv);
     if (rc == 0 && c->rank == 0) {
-        if (!tr->o.zero1) {
-            memcpy(m, tr->opt.m, tr->n * sizeof(float));
-            memcpy(v, tr->opt.v, tr->n * sizeof(float));
-        }
         unsigned char st[ST_BYTES];
         memcpy(st, ST_MAGIC, 8);
         gpt_data_pos dp = gpt_data_tell(tr->train);
@@ -597,7 +656,7 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
         f[ST_VERSION] = 1;
         f[ST_STEP] = (uint64_t)tr->step;
         f[ST_OPT_STEP] = (uint64_t)tr->opt.step;
-        f[ST_NPARAMS] = tr->n;
+        f[ST_NPARAMS] = tr->ftab.total;
         f[ST_SCALE_BITS] = scale_bits;
         f[ST_SCALE_GOOD] = (uint64_t)tr->scaler.good_steps;
         f[ST_BAD_IN_ROW] = (uint64_t)tr->bad_in_row;
@@ -608,20 +667,20 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
         f[ST_DATA_SEQ] = dp.seq_len;
         f[ST_DP] = (uint64_t)c->size;
         for (int i = 0; i < ST_N; i++) put_u64(st + 8 + 8 * i, f[i]);
-        gpt_ckpt_blob blobs[3] = {{"optim.m", m, tr->n * sizeof(float)},
-                                  {"optim.v", v, tr->n * sizeof(float)},
+        gpt_ckpt_blob blobs[3] = {{"optim.m", m, tr->ftab.total * sizeof(float)},
+                                  {"optim.v", v, tr->ftab.total * sizeof(float)},
                                   {"train.state", st, sizeof st}};
         gpt_ckpt_opts co;
         memset(&co, 0, sizeof co);
         co.dtype = GPT_ST_F32;
         co.keep_last = tr->o.keep_last;
-        rc = gpt_ckpt_save(tr->o.out_dir, tr->step, &tr->mcfg, gpt_model_params(tr->model), tr->hparams, blobs, 3,
-                           &co, err);
+        rc = gpt_ckpt_save(tr->o.out_dir, tr->step, &tr->mcfg, &tr->ftab, p, blobs, 3, &co, err);
         if (rc < 0) gpt_err_prefix(err, "saving a checkpoint at step %lld", (long long)tr->step);
         else if (!tr->o.quiet) fprintf(stderr, "saved checkpoint step %lld in %s\n", (long long)tr->step, tr->o.out_dir);
     }
     free(m);
     free(v);
+    free(p);
     /* Rank 0's failure must stop everyone: the caller aborts all ranks on -1. */
     if (rc < 0) return -1;
     if (c->size > 1 && c->barrier(c, err) < 0) return -1;
@@ -635,7 +694,11 @@ static int load_params(gpt_trainer *tr, gpt_ckpt *ck, gpt_err *err)
     if (!gpt_model_config_equal(&cc->model, &tr->mcfg))
         return gpt_errf(err, "%s: the checkpoint's model config differs from this run's; train with the "
                              "checkpoint's config (its model.yaml)", gpt_ckpt_dir(ck));
-    if (gpt_ckpt_load_params(ck, gpt_model_params(tr->model), tr->hparams, err) < 0) return -1;
+    float *full = gpt_xmalloc(tr->ftab.total * sizeof *full);
+    int rc = gpt_ckpt_load_params(ck, &tr->ftab, full, err);
+    if (rc == 0) from_full(tr, full, tr->hparams);
+    free(full);
+    if (rc < 0) return -1;
     gpt_trainer_sync_device(tr);
     return 0;
 }
@@ -645,12 +708,15 @@ static int read_moment(gpt_trainer *tr, gpt_ckpt *ck, const char *name, float *d
     void *data = NULL;
     size_t n = 0;
     if (gpt_ckpt_read_blob(ck, name, &data, &n, err) < 0) return -1;
-    if (n != tr->n * sizeof(float)) {
+    if (n != tr->ftab.total * sizeof(float)) {
         free(data);
         return gpt_errf(err, "%s: blob %s holds %zu bytes, want %zu (%zu parameters)", gpt_ckpt_dir(ck), name, n,
-                        tr->n * sizeof(float), tr->n);
+                        tr->ftab.total * sizeof(float), tr->ftab.total);
     }
-    memcpy(dst, (const float *)data + tr->shard_lo, (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    float *local = gpt_xmalloc(tr->n * sizeof *local);
+    from_full(tr, data, local);
+    memcpy(dst, local + tr->shard_lo, (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    free(local);
     free(data);
     return 0;
 }
@@ -675,9 +741,9 @@ int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
     }
     uint64_t f[ST_N];
     for (int i = 0; i < ST_N; i++) f[i] = get_u64(b + 8 + 8 * i);
-    if (f[ST_NPARAMS] != tr->n) {
+    if (f[ST_NPARAMS] != tr->ftab.total) {
         gpt_errf(err, "%s: train.state is for %llu parameters, the model has %zu", gpt_ckpt_dir(ck),
-                 (unsigned long long)f[ST_NPARAMS], tr->n);
+                 (unsigned long long)f[ST_NPARAMS], tr->ftab.total);
         goto out;
     }
     gpt_data_pos dp = {f[ST_DATA_SAMPLES], f[ST_DATA_SEED], f[ST_DATA_NTOK], (uint32_t)f[ST_DATA_MODE],

@@ -9,7 +9,9 @@
  *   gpt_trainer_free(&tr);
  *
  * One optimizer step = grad_accum micro-batches of micro_batch windows of seq_len tokens on each
- * of the comm's ranks: a global batch of grad_accum * dp * micro_batch windows.
+ * data-parallel rank: a global batch of grad_accum * dp * micro_batch windows. The comm is cut into
+ * a mesh (mesh.h) of o.mesh_dp x o.mesh_tp ranks; the tp ranks of a data-parallel rank read the same
+ * windows and hold one tensor-parallel model (model_tp.h).
  *
  * Gradient weighting. gpt_model_forward's loss is the mean over one micro-batch's scored tokens.
  * Training windows score every position (targets are the next tokens, none ignored), so every
@@ -34,6 +36,7 @@
 #include "comm.h"
 #include "config.h"
 #include "dataloader.h"
+#include "mesh.h"
 #include "error.h"
 #include "model.h"
 #include "optim.h"
@@ -62,6 +65,8 @@ typedef struct gpt_train_opts {
     double peak_tflops; /* per rank, for MFU; 0: not reported */
     int quiet;          /* no per-step lines on stderr (the metrics file is still written) */
     int64_t stop_at;    /* 0, or stop (save, return 1) once this step is reached: split runs */
+    /* the mesh (the parallel: section, gpt_mesh_opts_read): dp 0 = world / (tp * pp) */
+    int mesh_dp, mesh_tp, mesh_pp, mesh_ep;
 } gpt_train_opts;
 
 void gpt_train_opts_default(gpt_train_opts *o);
@@ -95,6 +100,11 @@ typedef struct gpt_trainer {
     FILE *metrics;       /* rank 0 */
     double t0, flops_per_token;
     int64_t saved_step;  /* the step of the newest checkpoint written or loaded (-1: none) */
+    /* Mesh: the model is tensor-parallel over mesh.tp_comm (n, hparams, the optimizer: this rank's
+     * piece), gradients are reduced over mesh.dp_comm. Checkpoints hold the full model (ftab). */
+    gpt_mesh mesh;
+    gpt_param_table ftab; /* the full model's table */
+    unsigned char *tp_split; /* per local tensor: cut across tp ranks (norms count the rest once) */
 } gpt_trainer;
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
