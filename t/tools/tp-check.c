@@ -41,6 +41,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "tp-check: %s\n", err.msg);
         world->abort(world, 1);
     }
+    /* point-to-point over a sub-communicator: a ring of the tp group */
+    int P = mesh.tp_comm->size, me = mesh.tp_rank, got = -1, pfail = 0;
+    if (P > 1) {
+        int msg = 1000 + me, next = (me + 1) % P, prev = (me + P - 1) % P;
+        int rc = me % 2 ? (mesh.tp_comm->recv(mesh.tp_comm, &got, sizeof got, prev, 7, &err) < 0 ||
+                           mesh.tp_comm->send(mesh.tp_comm, &msg, sizeof msg, next, 7, &err) < 0)
+                        : (mesh.tp_comm->send(mesh.tp_comm, &msg, sizeof msg, next, 7, &err) < 0 ||
+                           mesh.tp_comm->recv(mesh.tp_comm, &got, sizeof got, prev, 7, &err) < 0);
+        pfail = rc || got != 1000 + prev;
+        if (pfail) fprintf(stderr, "tp-check: rank %d: ring send/recv got %d, want %d %s\n", me, got, 1000 + prev, err.msg);
+    }
     const gpt_model_config *cfg = &lm.cfg.model;
     gpt_model *ref = lm.model, *tpm = gpt_model_create_tp(cfg, be, mesh.tp_comm, &err);
     if (!tpm) {
@@ -127,7 +138,7 @@ int main(int argc, char **argv)
                "cached inference %.2e\n",
                mesh.tp, argv[1], lt.total, lr.total, dloss, lr.aux, dlog, dgrad, worst, dinf);
     }
-    fail = !(dloss < tol && dlog < tol && dgrad < tol && dinf < tol) || lr.n_correct != lt.n_correct;
+    fail = pfail || !(dloss < tol && dlog < tol && dgrad < tol && dinf < tol) || lr.n_correct != lt.n_correct;
     if (lr.n_correct != lt.n_correct && world->rank == 0)
         printf("correct: %lld vs %lld\n", (long long)lt.n_correct, (long long)lr.n_correct);
     gpt_kv_cache_free(kr), gpt_kv_cache_free(kt);
