@@ -44,6 +44,7 @@ static const char usage_text[] =
     "                            experts are kept unless --dtype is given, then dequantized)\n"
     "      --compress zstd[:N]|none  shard compression (default none; zstd level 3)\n"
     "      --config FILE         import: model config (gpt-config(5)) instead of SRC/config.json\n"
+    "                            (Hugging Face's for --from hf, OpenAI's original one for --from openai)\n"
     "      --tokenizer NAME      import: tokenizer to record (default by model type)\n"
     "      --shard-size BYTES    start a new shard file past this size (default 4G; K/M/G suffixes)\n"
     "      --tp N, --pp M, --ep K  split: tensor, pipeline and expert parallel sizes (default 1)\n"
@@ -152,6 +153,7 @@ static int src_raw(src *s, const sinfo *i, void *buf, gpt_err *err)
 {
     if (s->st) {
         if (i->nbytes) memcpy(buf, ((const gpt_st_tensor *)i->h)->data, i->nbytes);
+        gpt_st_release(i->h); /* keeps resident memory at one tensor when importing a model bigger than RAM */
         return 0;
     }
     return gpt_ckpt_read(s->ck, i->h, buf, err);
@@ -228,8 +230,21 @@ static recipe *plan_add(plan *p, const char *name, int kind, gpt_st_dtype out, i
 static int produce(src *s, const recipe *r, unsigned char **buf, size_t *cap, gpt_err *err)
 {
     size_t need = (size_t)r->nbytes > (size_t)r->numel * 4 ? (size_t)r->nbytes : (size_t)r->numel * 4;
+    if (r->kind != R_MXFP4 && (size_t)r->a.nbytes > need) need = (size_t)r->a.nbytes;
     if (need > *cap) *buf = gpt_xrealloc(*buf, *cap = need ? need : 1);
     if (r->kind == R_RAW) return src_raw(s, &r->a, *buf, err);
+    if (r->kind == R_FLOAT) { /* in place: this tensor is held once, not twice */
+        if (src_raw(s, &r->a, *buf, err) < 0) return -1;
+        float *f = (float *)*buf;
+        size_t n = (size_t)r->a.numel;
+        if (r->a.dtype == GPT_ST_F64)
+            to_f32(r->a.dtype, *buf, n, f); /* shrinks: element i is read before anything lands on it */
+        else if (r->a.dtype != GPT_ST_F32)
+            for (size_t i = n; i-- > 0;) to_f32(r->a.dtype, *buf + 2 * i, 1, &f[i]); /* grows: from the end */
+        memset(f + n, 0, (size_t)(r->numel - n) * 4);
+        from_f32(r->out, f, (size_t)r->numel, *buf);
+        return 0;
+    }
     unsigned char *tmp = gpt_xmalloc(r->a.nbytes ? r->a.nbytes : 1);
     int rc = src_raw(s, &r->a, tmp, err);
     float *f = (float *)*buf;
@@ -540,7 +555,6 @@ static int cmd_import(const options *o)
         gpt_config_free(&c);
         if (o->tokenizer) snprintf(cfg.tokenizer, sizeof cfg.tokenizer, "%s", o->tokenizer);
     } else {
-        if (openai) return usage_error("import --from openai needs --config FILE (gpt-config(5))");
         char *cj = NULL;
         if (is_dir(srcp)) {
             size_t n = strlen(srcp) + 16;
@@ -552,7 +566,7 @@ static int cmd_import(const options *o)
             cj = gpt_xmalloc(dl + 16);
             snprintf(cj, dl + 16, "%.*s/config.json", (int)dl, sl ? srcp : ".");
         }
-        int rc = gpt_hf_config_read(cj, o->tokenizer, &cfg, &err);
+        int rc = openai ? gpt_openai_config_read(cj, o->tokenizer, &cfg, &err) : gpt_hf_config_read(cj, o->tokenizer, &cfg, &err);
         free(cj);
         if (rc < 0) return die(&err);
     }

@@ -3,12 +3,14 @@
  * must agree with the manifest entry for entry. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -21,7 +23,10 @@ typedef struct shard {
     char *file;
     int zstd;
     int opened;
-    gpt_st_file *st;       /* uncompressed: the validated mapping */
+    gpt_st_file *st;       /* uncompressed: the validated mapping (only its header is touched) */
+    int fd;                /* uncompressed: tensors are read with pread, not through the mapping: pages
+                            * touched in a mapping count in the resident set until unmapped, so reading a
+                            * checkpoint bigger than RAM through it would not stay bounded */
     /* compressed: a forward-only decoder; going back restarts it */
     FILE *f;
     ZSTD_DStream *ds;
@@ -385,6 +390,8 @@ static void shard_close(shard *s)
 {
     if (s->st) gpt_st_close(s->st);
     if (s->f) fclose(s->f);
+    if (s->fd > 0) close(s->fd);
+    s->fd = 0;
     if (s->ds) ZSTD_freeDStream(s->ds);
     free(s->ibuf);
     s->st = NULL;
@@ -542,6 +549,17 @@ static int shard_open(gpt_ckpt *ck, int si, gpt_err *err)
     if (!s->zstd) {
         s->st = gpt_st_open(p, err);
         rc = s->st ? check_header_st(ck, si, err) : -1;
+        if (rc == 0 && (s->fd = open(p, O_RDONLY | O_CLOEXEC)) < 0) {
+            s->fd = 0;
+            rc = gpt_errf(err, "%s: cannot open: %s", p, strerror(errno));
+        }
+        unsigned char l8[8];
+        if (rc == 0 && pread(s->fd, l8, 8, 0) != 8) rc = gpt_errf(err, "%s: cannot read the header length", p);
+        if (rc == 0) {
+            s->data_start = 8;
+            for (int i = 0; i < 8; i++) s->data_start += (uint64_t)l8[i] << (8 * i);
+            posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        }
     } else {
         s->f = fopen(p, "rb");
         if (!s->f) {
@@ -590,8 +608,17 @@ int gpt_ckpt_read(gpt_ckpt *ck, const gpt_ckpt_tensor *t, void *buf, gpt_err *er
     if (shard_open(ck, t->shard, err) < 0) return -1;
     shard *s = &ck->sh[t->shard];
     if (!s->zstd) {
-        const gpt_st_tensor *x = gpt_st_find(s->st, t->name);
-        if (t->nbytes) memcpy(buf, x->data, t->nbytes);
+        /* offsets and sizes were checked against the validated header when the shard was opened */
+        uint64_t done = 0;
+        while (done < t->nbytes) {
+            size_t want = t->nbytes - done > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)(t->nbytes - done);
+            ssize_t got = pread(s->fd, (unsigned char *)buf + done, want, (off_t)(s->data_start + t->offset + done));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0)
+                return gpt_errf(err, "%s/%s: reading tensor %s: %s", ck->dir, s->file, t->name,
+                                got < 0 ? strerror(errno) : "the file is shorter than its header says (truncated?)");
+            done += (uint64_t)got;
+        }
     } else {
         uint64_t at = s->data_start + t->offset;
         if (at < s->pos) { /* backwards: restart the decoder */
@@ -734,12 +761,16 @@ int gpt_ckpt_verify(gpt_ckpt *ck, void (*progress)(void *ctx, size_t done, size_
     qsort(pl, ck->n, sizeof *pl, cmp_by_place);
     int rc = 0;
     for (size_t si = 0; si < ck->nsh && rc == 0; si++) rc = shard_open(ck, (int)si, err);
+    /* one buffer for all: a fresh allocation per tensor costs a page fault per 4 KiB */
+    uint64_t most = 1;
+    for (size_t k = 0; k < ck->n; k++)
+        if (pl[k]->nbytes > most) most = pl[k]->nbytes;
+    unsigned char *buf = rc == 0 ? gpt_xmalloc((size_t)most) : NULL;
     for (size_t k = 0; k < ck->n && rc == 0; k++) {
-        unsigned char *buf = gpt_xmalloc(pl[k]->nbytes ? pl[k]->nbytes : 1);
         rc = gpt_ckpt_read(ck, pl[k], buf, err);
-        free(buf);
         if (progress) progress(ctx, k + 1, ck->n);
     }
+    free(buf);
     /* a compressed shard must end where its last tensor does */
     for (size_t si = 0; si < ck->nsh && rc == 0; si++) {
         shard *s = &ck->sh[si];

@@ -218,6 +218,100 @@ int gpt_hf_config_read(const char *path, const char *tokenizer, gpt_model_config
     return rc;
 }
 
+/* ModelConfig of gpt_oss/torch/model.py (openai/gpt-oss): key, default, integer or not */
+static const struct {
+    const char *key;
+    double def;
+    int integer;
+} openai_keys[] = {
+    {"num_hidden_layers", 36, 1},     {"num_experts", 128, 1},        {"experts_per_token", 4, 1},
+    {"vocab_size", 201088, 1},        {"hidden_size", 2880, 1},       {"intermediate_size", 2880, 1},
+    {"swiglu_limit", 7.0, 0},         {"head_dim", 64, 1},            {"num_attention_heads", 64, 1},
+    {"num_key_value_heads", 8, 1},    {"sliding_window", 128, 1},     {"initial_context_length", 4096, 1},
+    {"rope_theta", 150000.0, 0},      {"rope_scaling_factor", 32.0, 0}, {"rope_ntk_alpha", 1.0, 0},
+    {"rope_ntk_beta", 32.0, 0},
+};
+enum { OA_N = sizeof openai_keys / sizeof openai_keys[0] };
+
+int gpt_openai_config_parse(const char *json, size_t n, const char *name, const char *tokenizer, gpt_model_config *out,
+                            gpt_err *err)
+{
+    cJSON *j = cJSON_ParseWithLength(json, n);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return gpt_errf(err, "%s: not a JSON object", name);
+    }
+    double v[OA_N];
+    int rc = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, j)
+    {
+        int known = 0;
+        for (int i = 0; i < OA_N; i++) known |= strcmp(e->string, openai_keys[i].key) == 0;
+        if (!known) {
+            rc = gpt_errf(err, "%s: unknown key \"%s\" (OpenAI's gpt-oss config.json has only ModelConfig's keys; "
+                               "for a Hugging Face config.json use --from hf, or pass --config)", name, e->string);
+            break;
+        }
+    }
+    for (int i = 0; i < OA_N && rc == 0; i++) {
+        v[i] = openai_keys[i].def;
+        int r = num(j, openai_keys[i].key, &v[i]);
+        if (r == -2 || (r == 0 && ((openai_keys[i].integer && (v[i] != floor(v[i]) || v[i] < 0 || v[i] > 1e9)) || !isfinite(v[i]))))
+            rc = gpt_errf(err, "%s: \"%s\" must be %s", name, openai_keys[i].key,
+                          openai_keys[i].integer ? "a non-negative integer" : "a number");
+    }
+    cJSON_Delete(j);
+    if (rc < 0) return -1;
+    double factor = v[13], ctx = v[11];
+    if (!(factor >= 1.0) || factor > 1e6) return gpt_errf(err, "%s: rope_scaling_factor %g must be >= 1", name, factor);
+    /* the same model as a Hugging Face config, so that one mapping (and its checks) serves both */
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddStringToObject(h, "model_type", "gpt_oss");
+    cJSON_AddNumberToObject(h, "num_hidden_layers", v[0]);
+    cJSON_AddNumberToObject(h, "num_local_experts", v[1]);
+    cJSON_AddNumberToObject(h, "num_experts_per_tok", v[2]);
+    cJSON_AddNumberToObject(h, "vocab_size", v[3]);
+    cJSON_AddNumberToObject(h, "hidden_size", v[4]);
+    cJSON_AddNumberToObject(h, "intermediate_size", v[5]);
+    cJSON_AddNumberToObject(h, "swiglu_limit", v[6]);
+    cJSON_AddNumberToObject(h, "swiglu_alpha", 1.702);
+    cJSON_AddNumberToObject(h, "head_dim", v[7]);
+    cJSON_AddNumberToObject(h, "num_attention_heads", v[8]);
+    cJSON_AddNumberToObject(h, "num_key_value_heads", v[9]);
+    cJSON_AddNumberToObject(h, "sliding_window", v[10]); /* even layers; 0 means none (gpt_oss_yaml) */
+    cJSON_AddNumberToObject(h, "max_position_embeddings", factor > 1.0 ? floor(ctx * factor) : ctx);
+    cJSON_AddNumberToObject(h, "rms_norm_eps", 1e-5);
+    cJSON_AddBoolToObject(h, "attention_bias", 1);
+    cJSON_AddBoolToObject(h, "tie_word_embeddings", 0);
+    cJSON *rp = cJSON_AddObjectToObject(h, "rope_parameters");
+    cJSON_AddNumberToObject(rp, "rope_theta", v[12]);
+    if (factor > 1.0) {
+        cJSON_AddStringToObject(rp, "rope_type", "yarn");
+        cJSON_AddNumberToObject(rp, "factor", factor);
+        cJSON_AddNumberToObject(rp, "original_max_position_embeddings", ctx);
+        cJSON_AddNumberToObject(rp, "beta_fast", v[15]);
+        cJSON_AddNumberToObject(rp, "beta_slow", v[14]);
+        cJSON_AddBoolToObject(rp, "truncate", 0); /* model.py computes the ramp from unrounded bounds */
+    } else {
+        cJSON_AddStringToObject(rp, "rope_type", "default");
+    }
+    char *s = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    rc = gpt_hf_config_parse(s, strlen(s), name, tokenizer, out, err);
+    free(s);
+    return rc;
+}
+
+int gpt_openai_config_read(const char *path, const char *tokenizer, gpt_model_config *out, gpt_err *err)
+{
+    gpt_blob b;
+    if (gpt_blob_read(&b, path, err) < 0) return -1;
+    int rc = gpt_openai_config_parse((const char *)b.data, b.size, path, tokenizer, out, err);
+    gpt_blob_free(&b);
+    return rc;
+}
+
 /* transformers validates float fields strictly: 7.0 must not be written as 7 */
 static void add_float(cJSON *o, const char *key, double v)
 {

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fileio.h"
 
@@ -463,6 +465,18 @@ gpt_st_file *gpt_st_open(const char *path, gpt_err *err)
         return NULL;
     }
     return f;
+}
+
+void gpt_st_release(const gpt_st_tensor *t)
+{
+    const gpt_st_file *f = t->file;
+    if (!f || !f->owns_blob || !f->blob.mapped || t->nbytes == 0) return;
+    /* only a read-only file mapping: MADV_DONTNEED on anonymous memory would zero it */
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)t->data & ~(pg - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes + pg - 1) & ~(pg - 1);
+    uintptr_t base = (uintptr_t)f->blob.data & ~(pg - 1);
+    if (lo < base) lo = base;
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 int gpt_st_read_f32(const gpt_st_tensor *t, float *out, size_t n, gpt_err *err)

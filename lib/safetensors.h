@@ -83,6 +83,10 @@ int gpt_st_meta_at(const gpt_st_file *f, size_t i, const char **key, const char 
  * (subnormals, infinities, signed zeros and NaN payloads kept); F64 rounds to nearest. Other dtypes are
  * an error naming the tensor. */
 int gpt_st_read_f32(const gpt_st_tensor *t, float *out, size_t n, gpt_err *err);
+/* Done with a tensor's bytes for now: when its file is mapped, drop the pages from this process's
+ * resident set (they stay in the page cache; touching t->data again reads them back). Streaming
+ * readers call it after each tensor so that resident memory stays bounded by one tensor, not the file. */
+void gpt_st_release(const gpt_st_tensor *t);
 
 /* Element conversions, exposed for kernels and tests. */
 float gpt_f16_to_f32(uint16_t h);

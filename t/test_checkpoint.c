@@ -79,6 +79,40 @@ static void test_hf_config(void)
     free(js);
 }
 
+/* OpenAI's original config.json: ModelConfig's defaults are the gpt-oss-120b values, so an empty
+ * object must map to our gpt-oss-120b preset (itself checked against Hugging Face's config). */
+static void test_openai_config(void)
+{
+    gpt_model_config want = load_cfg("share/configs/gpt-oss-120b.yaml"), got;
+    gpt_err err;
+    int rc = gpt_openai_config_parse("{}", 2, "{}", want.tokenizer, &got, &err);
+    got.init_std = want.init_std; /* not in either config.json */
+    ok(rc == 0 && gpt_model_config_equal(&got, &want), "OpenAI config.json defaults map to the gpt-oss-120b preset%s%s",
+       rc ? ": " : "", rc ? err.msg : "");
+    /* every key spelled out, 20b's values: equals the gpt-oss-20b preset */
+    const char *j20 = "{\"num_hidden_layers\": 24, \"num_experts\": 32, \"experts_per_token\": 4, \"vocab_size\": 201088,"
+                      " \"hidden_size\": 2880, \"intermediate_size\": 2880, \"swiglu_limit\": 7.0, \"head_dim\": 64,"
+                      " \"num_attention_heads\": 64, \"num_key_value_heads\": 8, \"sliding_window\": 128,"
+                      " \"initial_context_length\": 4096, \"rope_theta\": 150000, \"rope_scaling_factor\": 32.0,"
+                      " \"rope_ntk_alpha\": 1, \"rope_ntk_beta\": 32}";
+    want = load_cfg("share/configs/gpt-oss-20b.yaml");
+    rc = gpt_openai_config_parse(j20, strlen(j20), "20b", want.tokenizer, &got, &err);
+    got.init_std = want.init_std;
+    ok(rc == 0 && gpt_model_config_equal(&got, &want), "a 20b OpenAI config.json maps to the gpt-oss-20b preset%s%s",
+       rc ? ": " : "", rc ? err.msg : "");
+    const char *nowin = "{\"sliding_window\": 0, \"rope_scaling_factor\": 1.0, \"initial_context_length\": 2048}";
+    rc = gpt_openai_config_parse(nowin, strlen(nowin), "nowin", NULL, &got, &err);
+    ok(rc == 0 && gpt_model_layer_window(&got, 0) == 0 && got.rope_scaling == GPT_ROPE_SCALING_NONE && got.max_seq_len == 2048,
+       "sliding_window 0 and rope_scaling_factor 1: no window, no YaRN, max_seq_len = initial_context_length");
+    const char *bad[] = {"{\"model_type\": \"gpt_oss\"}", "{\"num_experts\": 2.5}", "{\"head_dim\": \"64\"}",
+                         "{\"rope_scaling_factor\": 0.5}", "[]", "{\"num_hidden_layers\": -1}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        rc = gpt_openai_config_parse(bad[i], strlen(bad[i]), "bad", NULL, &got, &err);
+        ok(rc < 0 && strstr(err.msg, "bad:"), "OpenAI config %s is refused: %s", bad[i], err.msg);
+    }
+}
+
 static void test_roundtrip(const char *tmp)
 {
     gpt_model_config cfg = load_cfg(REF "/tiny-gpt-oss/model.yaml");
@@ -302,6 +336,7 @@ int main(void)
     char tmp[] = "/tmp/test_checkpoint.XXXXXX";
     if (!mkdtemp(tmp)) skip_all("cannot create a temp directory");
     test_hf_config();
+    test_openai_config();
     test_roundtrip(tmp);
     test_hostile();
     test_kill(tmp);
