@@ -638,25 +638,9 @@ int gpt_ckpt_read(gpt_ckpt *ck, const gpt_ckpt_tensor *t, void *buf, gpt_err *er
 
 static int to_f32(const gpt_ckpt_tensor *t, const unsigned char *p, float *out, gpt_err *err)
 {
-    size_t n = (size_t)t->numel;
-    switch (t->dtype) {
-    case GPT_ST_F32: memcpy(out, p, n * 4); return 0;
-    case GPT_ST_BF16:
-        for (size_t i = 0; i < n; i++) out[i] = gpt_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-        return 0;
-    case GPT_ST_F16:
-        for (size_t i = 0; i < n; i++) out[i] = gpt_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-        return 0;
-    case GPT_ST_F64:
-        for (size_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, p + 8 * i, 8);
-            out[i] = (float)d;
-        }
-        return 0;
-    default:
+    if (gpt_st_to_f32(t->dtype, p, (size_t)t->numel, out) < 0)
         return gpt_errf(err, "tensor %s: dtype %s is not a float type", t->name, gpt_st_dtype_name(t->dtype));
-    }
+    return 0;
 }
 
 int gpt_ckpt_read_f32(gpt_ckpt *ck, const gpt_ckpt_tensor *t, float *out, gpt_err *err)

@@ -485,8 +485,16 @@ int gpt_st_read_f32(const gpt_st_tensor *t, float *out, size_t n, gpt_err *err)
     if (n != t->numel)
         return gpt_errf(err, "%s: tensor '%s': caller expects %zu values, the tensor has %llu", t->file->name,
                         qname(q, t->name), n, (unsigned long long)t->numel);
-    const unsigned char *p = t->data;
-    switch (t->dtype) {
+    if (gpt_st_to_f32(t->dtype, t->data, n, out) < 0)
+        return gpt_errf(err, "%s: tensor '%s': dtype %s cannot be read as float32 (expected F32, F16, BF16 or F64)",
+                        t->file->name, qname(q, t->name), gpt_st_dtype_name(t->dtype));
+    return 0;
+}
+
+int gpt_st_to_f32(gpt_st_dtype dtype, const void *data, size_t n, float *out)
+{
+    const unsigned char *p = data;
+    switch (dtype) {
     case GPT_ST_F32:
         if (n) memcpy(out, p, n * 4);
         return 0;
@@ -504,8 +512,7 @@ int gpt_st_read_f32(const gpt_st_tensor *t, float *out, size_t n, gpt_err *err)
         }
         return 0;
     default:
-        return gpt_errf(err, "%s: tensor '%s': dtype %s cannot be read as float32 (expected F32, F16, BF16 or F64)",
-                        t->file->name, qname(q, t->name), gpt_st_dtype_name(t->dtype));
+        return -1;
     }
 }
 

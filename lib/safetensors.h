@@ -88,6 +88,9 @@ int gpt_st_read_f32(const gpt_st_tensor *t, float *out, size_t n, gpt_err *err);
  * readers call it after each tensor so that resident memory stays bounded by one tensor, not the file. */
 void gpt_st_release(const gpt_st_tensor *t);
 
+/* n little-endian values of a float dtype (F32, F16, BF16, F64) at data -> float32; -1 for
+ * any other dtype. */
+int gpt_st_to_f32(gpt_st_dtype dtype, const void *data, size_t n, float *out);
 /* Element conversions, exposed for kernels and tests. */
 float gpt_f16_to_f32(uint16_t h);
 float gpt_bf16_to_f32(uint16_t b);
