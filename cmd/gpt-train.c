@@ -10,11 +10,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+
 #include "blas_check.h"
 #include "comm.h"
 #include "config.h"
 #include "fileio.h"
 #include "mesh.h"
+#include "plan.h"
 #include "train.h"
 #include "yaml_doc.h"
 
@@ -69,6 +72,7 @@ static void usage(FILE *f)
             "                           tp 1, pp 1, ep 1, dp the rest); rank order tp fastest, then dp, then pp\n"
             "      --print-mesh         print every rank's mesh coordinates and exit\n"
             "      --dump-config        print the effective config and exit\n"
+            "      --plan               print per-rank memory for the mesh (--dp ...) and exit (allocates nothing)\n"
             "  -q, --quiet              no per-step lines\n"
             "  -h, --help               this help\n"
             "      --version            print the version\n");
@@ -162,29 +166,11 @@ static int load_recipe(const char *name, gpt_ynode **root, char **src, gpt_err *
     if (is_path) {
         path = gpt_xstrdup(name);
     } else {
-        char want[512], exe[PATH_MAX], d1[PATH_MAX + 32];
+        char want[512];
         snprintf(want, sizeof want, "train-%s", name);
-        const char *dirs[8];
-        size_t nd = 0;
-        const char *env = getenv("GPT_CONFIG_PATH");
-        char *envc = env ? gpt_xstrdup(env) : NULL, *save = NULL;
-        for (char *t = envc ? strtok_r(envc, ":", &save) : NULL; t && nd < 4; t = strtok_r(NULL, ":", &save))
-            dirs[nd++] = t;
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n > 0) {
-            exe[n] = 0;
-            char *sl = strrchr(exe, '/');
-            if (sl) {
-                *sl = 0;
-                snprintf(d1, sizeof d1, "%s/../share/gpt/configs", exe);
-                dirs[nd++] = d1;
-            }
-        }
-        dirs[nd++] = GPT_CONFIG_DIR;
-        dirs[nd++] = "share/configs";
-        dirs[nd] = NULL;
-        int rc = gpt_config_find(want, dirs, &path, err);
-        free(envc);
+        char **dirs = gpt_config_default_dirs();
+        int rc = gpt_config_find(want, (const char *const *)dirs, &path, err);
+        gpt_config_dirs_free(dirs);
         if (rc < 0) return gpt_err_prefix(err, "recipe %s", name);
     }
     gpt_blob b;
@@ -204,6 +190,29 @@ static int load_recipe(const char *name, gpt_ynode **root, char **src, gpt_err *
     return 0;
 }
 
+/* --plan: per-rank memory for a mesh, from the config and the train: settings. */
+static int print_plan(const char *name, const gpt_model_config *mc, const gpt_train_opts *o, const int mesh[4],
+                      int ranks, gpt_err *err)
+{
+    gpt_plan_mesh m = {mesh[0] ? mesh[0] : ranks, mesh[1], mesh[2], mesh[3]};
+    int T = o->seq_len ? o->seq_len : mc->max_seq_len;
+    int accum = o->grad_accum;
+    if (o->global_batch) {
+        int64_t per = (int64_t)o->micro_batch * m.dp;
+        if (o->global_batch % per)
+            return gpt_errf(err, "train.global_batch %lld is not a multiple of micro_batch %d x dp %d",
+                            (long long)o->global_batch, o->micro_batch, m.dp);
+        accum = (int)(o->global_batch / per);
+    }
+    int half = o->precision != GPT_PREC_FP32;
+    gpt_plan_opts po = {o->micro_batch, T, accum, half ? 2 : 4, 4, half ? 2 : 4};
+    gpt_plan p;
+    if (gpt_plan_compute(mc, &m, &po, &p, err) < 0) return -1;
+    gpt_plan_print(&p, name, stdout);
+    gpt_plan_free(&p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
@@ -211,9 +220,9 @@ int main(int argc, char **argv)
     const char *config = NULL, *recipe = NULL;
     char **sets = NULL, **data = NULL, **val = NULL;
     size_t n_sets = 0, n_data = 0, n_val = 0;
-    int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0;
+    int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0, plan = 0;
     int64_t stop_at = 0;
-    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_KEY };
+    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_KEY };
     struct option lo[64];
     size_t nlo = 0;
     lo[nlo++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -226,6 +235,7 @@ int main(int argc, char **argv)
     lo[nlo++] = (struct option){"dump-config", no_argument, NULL, O_DUMP};
     lo[nlo++] = (struct option){"print-mesh", no_argument, NULL, O_PRINT_MESH};
     lo[nlo++] = (struct option){"stop-at", required_argument, NULL, O_STOP_AT};
+    lo[nlo++] = (struct option){"plan", no_argument, NULL, O_PLAN};
     lo[nlo++] = (struct option){"quiet", no_argument, NULL, 'q'};
     lo[nlo++] = (struct option){"help", no_argument, NULL, 'h'};
     lo[nlo++] = (struct option){"version", no_argument, NULL, O_VERSION};
@@ -265,6 +275,7 @@ int main(int argc, char **argv)
             stop_at = v;
             break;
         }
+        case O_PLAN: plan = 1; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case O_VERSION: printf("gpt-train %s\n", GPT_VERSION); return 0;
@@ -356,6 +367,12 @@ int main(int argc, char **argv)
         status = 0;
         goto done;
     }
+    if (plan) {
+        int mesh[4] = {o.mesh_dp, o.mesh_tp, o.mesh_pp, o.mesh_ep};
+        if (comm->rank == 0 && print_plan(config, &cfg.model, &o, mesh, comm->size, &err) < 0) goto fail;
+        status = 0;
+        goto done;
+    }
     if (gpt_trainer_init(&tr, &o, &cfg.model, comm, &err) < 0) goto fail;
     have_tr = 1;
     int resumed = 0;
@@ -378,6 +395,12 @@ int main(int argc, char **argv)
                 tr.o.seq_len, (long long)tr.o.steps);
     int rc = gpt_train_run(&tr, &g_stop, &err);
     if (rc < 0) goto fail;
+    if (comm->rank == 0 && !o.quiet) {
+        /* what --plan estimates, measured (ru_maxrss is in KiB on Linux) */
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            fprintf(stderr, "gpt-train: peak memory (max RSS) of rank 0: %.1f MiB\n", ru.ru_maxrss / 1024.0);
+    }
     status = 0;
     goto done;
 fail:

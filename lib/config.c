@@ -386,9 +386,9 @@ int gpt_config_load_dirs(const char *name_or_path, const char *const *dirs, gpt_
     return rc;
 }
 
-int gpt_config_load(const char *name_or_path, gpt_config *cfg, gpt_err *err)
+char **gpt_config_default_dirs(void)
 {
-    char *dirs[64];
+    char **dirs = gpt_xmalloc(64 * sizeof *dirs);
     size_t nd = 0;
     const char *env = getenv("GPT_CONFIG_PATH");
     char *envc = env ? gpt_xstrdup(env) : NULL, *save = NULL;
@@ -412,8 +412,21 @@ int gpt_config_load(const char *name_or_path, gpt_config *cfg, gpt_err *err)
 #endif
     dirs[nd++] = gpt_xstrdup("share/configs");
     dirs[nd] = NULL;
+    return dirs;
+}
+
+void gpt_config_dirs_free(char **dirs)
+{
+    if (!dirs) return;
+    for (size_t i = 0; dirs[i]; i++) free(dirs[i]);
+    free(dirs);
+}
+
+int gpt_config_load(const char *name_or_path, gpt_config *cfg, gpt_err *err)
+{
+    char **dirs = gpt_config_default_dirs();
     int rc = gpt_config_load_dirs(name_or_path, (const char *const *)dirs, cfg, err);
-    for (size_t i = 0; i < nd; i++) free(dirs[i]);
+    gpt_config_dirs_free(dirs);
     return rc;
 }
 

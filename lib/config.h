@@ -84,6 +84,10 @@ typedef struct gpt_config {
  * when compiled with -DGPT_CONFIG_DIR='"..."', and share/configs under the current directory (the
  * source tree). On failure cfg is left zeroed (nothing to free). */
 int gpt_config_load(const char *name_or_path, gpt_config *cfg, gpt_err *err);
+/* The default directories above as a NULL-terminated, malloc'd list (for files that live beside
+ * the presets, like gpt-train's recipes); free with gpt_config_dirs_free. */
+char **gpt_config_default_dirs(void);
+void gpt_config_dirs_free(char **dirs);
 /* The same with an explicit NULL-terminated directory list (dirs may be NULL: paths only). */
 int gpt_config_load_dirs(const char *name_or_path, const char *const *dirs, gpt_config *cfg, gpt_err *err);
 /* Resolve a preset name or path to a file path (malloc'd in *path) without reading it. */
