@@ -1,0 +1,114 @@
+/* bench-train: the full training step of a config on the CPU backend (zero grad, forward,
+ * backward, gradient-norm clipping, AdamW) as gpt_trainer_step does it on one rank, timed. Used by
+ * scripts/bench-train-cpu next to PyTorch's same step; prints one JSON line. Not a test. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas_check.h"
+#include "config.h"
+#include "model.h"
+#include "optim.h"
+#include <math.h>
+
+int main(int argc, char **argv)
+{
+    gpt_blas_fix_or_warn(argv);
+    if (argc < 5) {
+        fprintf(stderr, "usage: bench-train CONFIG B T STEPS [--set KEY=VALUE]...\n");
+        return 2;
+    }
+    gpt_err err;
+    gpt_config cfg;
+    if (gpt_config_load(argv[1], &cfg, &err) < 0) {
+        fprintf(stderr, "bench-train: %s\n", err.msg);
+        return 1;
+    }
+    for (int i = 5; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--set") == 0 && gpt_config_set(&cfg, argv[++i], &err) < 0) {
+            fprintf(stderr, "bench-train: %s\n", err.msg);
+            return 1;
+        }
+    int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
+    for (int i = 5; i < argc; i++)
+        if (strcmp(argv[i], "--dump") == 0) return gpt_config_dump(&cfg, stdout, &err) < 0;
+    const gpt_model_config *c = &cfg.model;
+    gpt_backend *be = gpt_backend_cpu();
+    gpt_model *m = gpt_model_create(c, be, &err);
+    if (!m) {
+        fprintf(stderr, "bench-train: %s\n", err.msg);
+        return 1;
+    }
+    gpt_model_init_params(m, 1);
+    int N = B * T;
+    int *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
+    for (int i = 0; i < N; i++) tok[i] = (int)((i * 2654435761u) % (unsigned)c->vocab_size);
+    for (int i = 0; i < N; i++) tgt[i] = tok[(i + 1) % N];
+    gpt_forward_opts o = {0};
+    const gpt_param_table *tab = gpt_model_params(m);
+    gpt_adamw opt;
+    gpt_adamw_hparams hp = {0.9, 0.95, 1e-8, 0.1};
+    if (gpt_adamw_init(&opt, tab, 0, tab->total, &hp, &err) < 0) {
+        fprintf(stderr, "bench-train: %s\n", err.msg);
+        return 1;
+    }
+    /* The CPU backend's buffers are host memory: AdamW updates them in place (the trainer keeps
+     * host copies for the collectives; with one rank those copies are two memcpys per step). */
+    float *P = gpt_model_param_data(m), *G = gpt_model_grad_data(m);
+    gpt_loss loss;
+    double best = 1e30, sum = 0;
+    for (int s = 0; s < steps + 1; s++) {
+        double t0 = omp_get_wtime();
+        gpt_model_zero_grad(m);
+        if (gpt_model_forward(m, tok, tgt, B, T, &o, &loss, &err) < 0 || gpt_model_backward(m, &err) < 0) {
+            fprintf(stderr, "bench-train: %s\n", err.msg);
+            return 1;
+        }
+        double norm = sqrt(gpt_sumsq(G, tab->total));
+        gpt_adamw_step(&opt, P, G, 1e-4, gpt_clip_coef(norm, 1.0));
+        double dt = omp_get_wtime() - t0;
+        if (s == 0) continue; /* warm-up */
+        sum += dt;
+        best = dt < best ? dt : best;
+    }
+    gpt_adamw_free(&opt);
+    /* FLOPs per token, fwd + bwd: 6 per active parameter (the embedding lookup excepted) plus
+     * attention's two (T x T) matmuls per layer: 6 * 2 * H D * T_eff (T_eff: causal, windowed). */
+    uint64_t total, active;
+    gpt_param_count(c, &total, &active);
+    double nonembed = (double)active - (double)c->vocab_size * c->d_model -
+                      (c->positions == GPT_POS_LEARNED ? (double)c->max_seq_len * c->d_model : 0);
+    if (c->tie_embeddings) nonembed += (double)c->vocab_size * c->d_model; /* the head still multiplies */
+    double attn = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int w = gpt_model_layer_window(c, l);
+        double teff = w > 0 && w < T ? w : (T + 1) / 2.0;
+        attn += 6.0 * 2 * c->n_heads * c->d_head * teff;
+    }
+    double flops_tok = 6.0 * nonembed + attn, secs = sum / steps;
+    /* sgemm peak on the model's largest GEMM (rows N, d_model -> 4 d_model) */
+    int K = c->d_model, M = N, Nn = 4 * c->d_model;
+    float *A = be->alloc(be, (size_t)M * K * 4), *Bm = be->alloc(be, (size_t)K * Nn * 4), *C = be->alloc(be, (size_t)M * Nn * 4);
+    double gbest = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = omp_get_wtime();
+        be->gemm(be, 0, 0, M, Nn, K, 1.0f, A, K, Bm, Nn, 0.0f, C, Nn);
+        double dt = omp_get_wtime() - t0;
+        gbest = dt < gbest ? dt : gbest;
+    }
+    double peak = 2.0 * M * K * Nn / gbest;
+    printf("{\"config\": \"%s\", \"B\": %d, \"T\": %d, \"threads\": %d, \"openblas_core\": \"%s\", \"params\": %llu, "
+           "\"active_params\": %llu, \"step_s\": %.4f, \"best_step_s\": %.4f, \"tokens_per_s\": %.1f, "
+           "\"flops_per_token\": %.4g, \"achieved_gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"mfu_vs_sgemm\": %.4f, "
+           "\"loss\": %.4f}\n",
+           argv[1], B, T, omp_get_max_threads(), gpt_blas_corename(), (unsigned long long)total,
+           (unsigned long long)active, secs, best, N / secs, flops_tok, flops_tok * N / secs / 1e9, peak / 1e9,
+           flops_tok * N / secs / peak, loss.total);
+    be->free(be, A), be->free(be, Bm), be->free(be, C);
+    gpt_model_free(m);
+    be->destroy(be);
+    gpt_config_free(&cfg);
+    free(tok), free(tgt);
+    return 0;
+}
