@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "mxfp4.h"
 
 #ifndef GPT_CPU_REAL
 #define GPT_CPU_REAL float
@@ -716,10 +717,17 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
 
 #ifndef GPT_CPU_FD_TEST
 
+static void cpu_mxfp4_matmul(gpt_backend *be, float *out, int ldo, const float *x, int ldx, const unsigned char *blocks,
+                             const unsigned char *scales, const float *bias, int n, int K, int O)
+{
+    (void)be;
+    gpt_mxfp4_matmul(out, ldo, x, ldx, blocks, scales, bias, n, K, O);
+}
+
 /* ---- GPT_PROFILE=1: time every op, print a table when the backend is destroyed ---- */
 
-enum {P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
-static const char *const prof_names[P_COUNT] = {"rope_pos", "kv_store", "attn_cached", "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
+enum {P_MXFP4_MATMUL, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
+static const char *const prof_names[P_COUNT] = {"mxfp4_matmul", "rope_pos", "kv_store", "attn_cached", "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
 
 typedef struct {
     double secs[P_COUNT];
@@ -982,6 +990,17 @@ static void prof_attn_cached(gpt_backend *be, float *out, const float *q, int ld
     prof_->calls[P_ATTN_CACHED]++;
 }
 
+static void prof_mxfp4_matmul(gpt_backend *be, float *out, int ldo, const float *x, int ldx,
+                              const unsigned char *blocks, const unsigned char *scales, const float *bias, int n, int K,
+                              int O)
+{
+    double t0 = omp_get_wtime();
+    cpu_mxfp4_matmul(be, out, ldo, x, ldx, blocks, scales, bias, n, K, O);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_MXFP4_MATMUL] += omp_get_wtime() - t0;
+    prof_->calls[P_MXFP4_MATMUL]++;
+}
+
 static void cpu_destroy(gpt_backend *be)
 {
     cpu_prof *p = be->ctx;
@@ -1037,6 +1056,7 @@ gpt_backend *gpt_backend_cpu(void)
         .scatter_add_rows = cpu_scatter_add_rows,
         .row_dot = cpu_row_dot,
         .xent = cpu_xent,
+        .mxfp4_matmul = cpu_mxfp4_matmul,
     };
     const char *prof = getenv("GPT_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0) {
@@ -1069,6 +1089,7 @@ gpt_backend *gpt_backend_cpu(void)
         be->scatter_add_rows = prof_scatter_add_rows;
         be->row_dot = prof_row_dot;
         be->xent = prof_xent;
+        be->mxfp4_matmul = prof_mxfp4_matmul;
     }
     return be;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "model_tp.h"
+#include "mxfp4.h"
 #include "rope.h"
 
 /* Pointers of one layer into the parameter (or gradient) buffer; NULL where the config has no
@@ -68,6 +69,13 @@ struct gpt_model {
     /* backward scratch */
     float *dres, *dln, *datt, *dqkv, *dff, *dye, *dh, *dgu, *dxe, *dpw, *dtw, *drl;
     float *aux_g;                     /* (E) */
+    /* MXFP4 experts (inference only): the expert weights are not in the table or `params` but kept
+     * as blocks/scales per tensor (backend memory), in gpt-oss's (E, out, in/32, 16) layout. */
+    int mxfp4;
+    int n_mx;
+    gpt_tensor *mx_t;                 /* (n_mx) names and our (E, in, out) shapes */
+    uint8_t **mx_blocks, **mx_scales; /* (n_mx) */
+    int *mx_of_layer;                 /* (2 L): index of gate_up / down of layer l, or -1 */
     int have_loss;
     double dscale;
     float smoothing;
@@ -152,7 +160,59 @@ static void bind(gpt_model *m, float *base, model_ptrs *p)
     }
 }
 
-gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err)
+static int is_expert_weight(const gpt_tensor *t)
+{
+    size_t n = strlen(t->name);
+    return t->expert_dim && ((n > 20 && strcmp(t->name + n - 20, "experts.gate_up_proj") == 0) ||
+                             (n > 17 && strcmp(t->name + n - 17, "experts.down_proj") == 0));
+}
+
+/* Moves the expert weights out of the table (offsets packed again) into m->mx_*. */
+static int split_mxfp4(gpt_model *m, gpt_err *err)
+{
+    const gpt_model_config *c = &m->cfg;
+    gpt_backend *be = m->be;
+    if (c->mlp != GPT_MLP_MOE) return gpt_errf(err, "MXFP4 experts: the model has no experts (model.mlp is dense)");
+    if (!be->mxfp4_matmul)
+        return gpt_errf(err, "MXFP4 experts: the %s backend has no MXFP4 kernel; load the experts dequantized to fp32 "
+                             "instead", be->name);
+    if (c->d_model % 32 || c->d_expert % 32)
+        return gpt_errf(err, "MXFP4 experts: d_model (%d) and d_expert (%d) must be multiples of 32 (the block size)",
+                        c->d_model, c->d_expert);
+    gpt_param_table *tab = &m->tab;
+    m->mx_t = gpt_xcalloc((size_t)tab->n, sizeof *m->mx_t);
+    m->mx_of_layer = gpt_xmalloc((size_t)2 * c->n_layers * sizeof *m->mx_of_layer);
+    for (int i = 0; i < 2 * c->n_layers; i++) m->mx_of_layer[i] = -1;
+    int kept = 0;
+    size_t off = 0;
+    for (int i = 0; i < tab->n; i++) {
+        gpt_tensor t = tab->t[i];
+        if (is_expert_weight(&t)) {
+            int down = strstr(t.name, "down_proj") != NULL;
+            if (t.layer >= 0 && t.layer < c->n_layers) m->mx_of_layer[2 * t.layer + down] = m->n_mx;
+            t.offset = 0;
+            m->mx_t[m->n_mx++] = t;
+        } else {
+            t.offset = off;
+            off += t.numel;
+            tab->t[kept++] = t;
+        }
+    }
+    tab->n = kept;
+    tab->total = off;
+    m->mx_blocks = gpt_xcalloc((size_t)m->n_mx, sizeof *m->mx_blocks);
+    m->mx_scales = gpt_xcalloc((size_t)m->n_mx, sizeof *m->mx_scales);
+    for (int i = 0; i < m->n_mx; i++) {
+        size_t nblk = m->mx_t[i].numel / 32;
+        m->mx_blocks[i] = be->alloc(be, nblk * 16);
+        m->mx_scales[i] = be->alloc(be, nblk);
+    }
+    for (int l = 0; l < 2 * c->n_layers; l++)
+        if (m->mx_of_layer[l] < 0) return gpt_errf(err, "MXFP4 experts: layer %d has no expert weights", l / 2);
+    return 0;
+}
+
+gpt_model *gpt_model_create_ex(const gpt_model_config *cfg, gpt_backend *be, const gpt_model_opts *opts, gpt_err *err)
 {
     gpt_model *m = gpt_xcalloc(1, sizeof *m);
     m->cfg = *cfg;
@@ -165,15 +225,59 @@ gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_er
     m->io = m->gpt2;
     if (cfg->mlp == GPT_MLP_MOE && cfg->activation != GPT_ACT_SWIGLU) {
         gpt_errf(err, "model.mlp: experts need activation swiglu");
-        gpt_params_free(&m->tab);
-        free(m);
+        gpt_model_free(m);
+        return NULL;
+    }
+    m->mxfp4 = opts && opts->mxfp4_experts;
+    if (m->mxfp4 && split_mxfp4(m, err) < 0) {
+        gpt_model_free(m);
         return NULL;
     }
     m->params = be->alloc(be, m->tab.total * sizeof(float));
-    m->grads = be->alloc(be, m->tab.total * sizeof(float));
     bind(m, m->params, &m->p);
-    bind(m, m->grads, &m->g);
+    if (!m->mxfp4) { /* an MXFP4 model is for inference: no gradients */
+        m->grads = be->alloc(be, m->tab.total * sizeof(float));
+        bind(m, m->grads, &m->g);
+    }
     return m;
+}
+
+gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err)
+{
+    return gpt_model_create_ex(cfg, be, NULL, err);
+}
+
+int gpt_model_is_mxfp4(const gpt_model *m) { return m->mxfp4; }
+int gpt_model_mxfp4_count(const gpt_model *m) { return m->n_mx; }
+const gpt_tensor *gpt_model_mxfp4_tensor(const gpt_model *m, int i)
+{
+    return i >= 0 && i < m->n_mx ? &m->mx_t[i] : NULL;
+}
+
+int gpt_model_set_mxfp4(gpt_model *m, int i, const uint8_t *blocks, const uint8_t *scales, gpt_err *err)
+{
+    if (i < 0 || i >= m->n_mx) return gpt_errf(err, "MXFP4 expert tensor %d does not exist (the model has %d)", i, m->n_mx);
+    size_t nblk = m->mx_t[i].numel / 32;
+    m->be->to_device(m->be, m->mx_blocks[i], blocks, nblk * 16);
+    m->be->to_device(m->be, m->mx_scales[i], scales, nblk);
+    return 0;
+}
+
+int gpt_model_set_mxfp4_f32(gpt_model *m, int i, const float *w, gpt_err *err)
+{
+    if (i < 0 || i >= m->n_mx) return gpt_errf(err, "MXFP4 expert tensor %d does not exist (the model has %d)", i, m->n_mx);
+    const gpt_tensor *t = &m->mx_t[i];
+    size_t E = (size_t)t->shape[0], In = (size_t)t->shape[1], Out = (size_t)t->shape[2], nblk = In / 32;
+    float *row = gpt_xmalloc(In * sizeof *row);
+    uint8_t *b = gpt_xmalloc(E * Out * nblk * 16), *s = gpt_xmalloc(E * Out * nblk);
+    for (size_t e = 0; e < E; e++)
+        for (size_t o = 0; o < Out; o++) { /* ours (E, in, out) -> rows of (E, out, in) */
+            for (size_t k = 0; k < In; k++) row[k] = w[(e * In + k) * Out + o];
+            gpt_mxfp4_quantize(row, nblk, b + (e * Out + o) * nblk * 16, s + (e * Out + o) * nblk);
+        }
+    int rc = gpt_model_set_mxfp4(m, i, b, s, err);
+    free(row), free(b), free(s);
+    return rc;
 }
 
 static void free_acts(gpt_model *m)
@@ -214,8 +318,13 @@ void gpt_model_free(gpt_model *m)
     if (m->tp_rows) m->be->free(m->be, m->tp_rows), m->be->free(m->be, m->tp_pos), m->be->free(m->be, m->tp_scale);
     free(m->tp_lse);
     free(m->tp_tgt);
-    m->be->free(m->be, m->params);
-    m->be->free(m->be, m->grads);
+    if (m->params) m->be->free(m->be, m->params);
+    if (m->grads) m->be->free(m->be, m->grads);
+    for (int i = 0; i < m->n_mx; i++) {
+        if (m->mx_blocks[i]) m->be->free(m->be, m->mx_blocks[i]);
+        if (m->mx_scales[i]) m->be->free(m->be, m->mx_scales[i]);
+    }
+    free(m->mx_blocks), free(m->mx_scales), free(m->mx_t), free(m->mx_of_layer);
     free(m->p.layer);
     free(m->g.layer);
     gpt_params_free(&m->tab);
@@ -276,7 +385,10 @@ void gpt_model_init_params(gpt_model *m, uint64_t seed)
     free(host);
 }
 
-void gpt_model_zero_grad(gpt_model *m) { m->be->zero(m->be, m->grads, m->tab.total * sizeof(float)); }
+void gpt_model_zero_grad(gpt_model *m)
+{
+    if (m->grads) m->be->zero(m->be, m->grads, m->tab.total * sizeof(float));
+}
 
 static void alloc_acts(gpt_model *m, int Nrows)
 {
@@ -419,18 +531,30 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
     moe_plan(m, a, N);
     be->gather_rows(be, a->pw, a->topk_w, a->perm_slot, NULL, NK, 1);           // (NK)
     be->gather_rows(be, a->xe, x, a->perm_tok, NULL, NK, C);                     // (NK, C)
+    int mgu = m->mxfp4 ? m->mx_of_layer[2 * l] : -1, mdn = m->mxfp4 ? m->mx_of_layer[2 * l + 1] : -1;
     for (int e = 0; e < E; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
-        linear_fwd(m, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F,
-                   w->gu_b + (size_t)e * 2 * F, n, C, 2 * F, 1);                 // (n, 2F)
+        if (mgu >= 0) /* MXFP4 rows (2F, C) */
+            be->mxfp4_matmul(be, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C,
+                             m->mx_blocks[mgu] + (size_t)e * 2 * F * C / 2, m->mx_scales[mgu] + (size_t)e * 2 * F * C / 32,
+                             w->gu_b + (size_t)e * 2 * F, n, C, 2 * F);
+        else
+            linear_fwd(m, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F,
+                       w->gu_b + (size_t)e * 2 * F, n, C, 2 * F, 1);             // (n, 2F)
     }
     be->swiglu_fwd(be, a->h, a->gu, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit); // (NK, F)
     for (int e = 0; e < E; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
-        linear_fwd(m, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C,
-                   m->tp && m->tp->rank ? NULL : w->down_b + (size_t)e * C, n, F, C, 1); // (n, C)
+        const float *down_b = m->tp && m->tp->rank ? NULL : w->down_b + (size_t)e * C; /* TP: bias added once */
+        if (mdn >= 0) /* MXFP4 rows (C, F) */
+            be->mxfp4_matmul(be, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F,
+                             m->mx_blocks[mdn] + (size_t)e * C * F / 2, m->mx_scales[mdn] + (size_t)e * C * F / 32,
+                             down_b, n, F, C);
+        else
+            linear_fwd(m, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, down_b,
+                       n, F, C, 1);                                              // (n, C)
     }
     be->zero(be, out, (size_t)N * C * sizeof(float));
     be->scatter_add_rows(be, out, a->ye, a->perm_tok, a->pw, NK, C);             // (N, C)
@@ -715,6 +839,9 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
 
 int gpt_model_backward(gpt_model *m, gpt_err *err)
 {
+    if (m->mxfp4 || !m->grads)
+        return gpt_errf(err, "backward: this model keeps its experts in MXFP4 for inference and has no gradients; "
+                             "load it with the experts dequantized to fp32 to train");
     if (!m->have_loss) return gpt_errf(err, "backward: no forward pass with targets to differentiate");
     const gpt_model_config *c = &m->cfg;
     gpt_backend *be = m->be;

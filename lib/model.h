@@ -34,12 +34,30 @@ typedef struct gpt_loss {
 } gpt_loss;
 
 gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err);
+
+typedef struct gpt_model_opts {
+    /* Keep the MoE expert weights (experts.gate_up_proj, experts.down_proj) in MXFP4: they leave the
+     * parameter table and buffer and are set with gpt_model_set_mxfp4*. Inference only: such a model
+     * has no gradient buffer and backward fails. Needs the backend's mxfp4_matmul op and d_model,
+     * d_expert multiples of 32. */
+    int mxfp4_experts;
+} gpt_model_opts;
+gpt_model *gpt_model_create_ex(const gpt_model_config *cfg, gpt_backend *be, const gpt_model_opts *opts,
+                               gpt_err *err);
+int gpt_model_is_mxfp4(const gpt_model *m);
+/* The MXFP4 expert tensors: name and our (E, in, out) shape as the full table gives them (offset unused). */
+int gpt_model_mxfp4_count(const gpt_model *m);
+const gpt_tensor *gpt_model_mxfp4_tensor(const gpt_model *m, int i);
+/* Upload tensor i from host memory as gpt-oss stores it: blocks (E, out, in/32, 16), scales (E, out, in/32). */
+int gpt_model_set_mxfp4(gpt_model *m, int i, const uint8_t *blocks, const uint8_t *scales, gpt_err *err);
+/* Or quantize it from fp32 host weights in our (E, in, out) layout (gpt_mxfp4_quantize). */
+int gpt_model_set_mxfp4_f32(gpt_model *m, int i, const float *w, gpt_err *err);
 void gpt_model_free(gpt_model *m); /* does not destroy the backend */
 
 const gpt_model_config *gpt_model_config_of(const gpt_model *m);
 gpt_backend *gpt_model_backend(const gpt_model *m);
 const gpt_param_table *gpt_model_params(const gpt_model *m);
-/* The parameter and gradient buffers (backend memory), laid out as the table says. */
+/* The parameter and gradient buffers (backend memory), laid out as the table says (no gradients: NULL). */
 float *gpt_model_param_data(gpt_model *m);
 float *gpt_model_grad_data(gpt_model *m);
 

@@ -17,8 +17,74 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
+/* Whether the checkpoint holds any expert weight as an MXFP4 pair. */
+static int has_mxfp4_experts(const gpt_ckpt *ck)
+{
+    for (size_t i = 0; i < gpt_ckpt_count(ck); i++) {
+        const char *n = gpt_ckpt_tensor_at(ck, i)->name;
+        size_t l = strlen(n);
+        if (l > 7 && strcmp(n + l - 7, "_blocks") == 0 && strstr(n, "mlp.experts.")) return 1;
+    }
+    return 0;
+}
+
+/* An MXFP4 expert tensor: the checkpoint's pair as it is, or its fp32 tensor quantized. */
+static int load_mxfp4_tensor(gpt_ckpt *ck, gpt_model *m, int i, gpt_err *err)
+{
+    const gpt_tensor *t = gpt_model_mxfp4_tensor(m, i);
+    char bn[GPT_TENSOR_NAME_MAX + 16], sn[GPT_TENSOR_NAME_MAX + 16];
+    snprintf(bn, sizeof bn, "%s_blocks", t->name);
+    snprintf(sn, sizeof sn, "%s_scales", t->name);
+    const gpt_ckpt_tensor *b = gpt_ckpt_find(ck, bn), *s = gpt_ckpt_find(ck, sn);
+    uint64_t E = (uint64_t)t->shape[0], In = (uint64_t)t->shape[1], Out = (uint64_t)t->shape[2];
+    if (!b || !s) { /* fp32 (or bf16) experts: quantize them */
+        float *w = gpt_xmalloc(t->numel * sizeof *w);
+        int rc = gpt_ckpt_read_param(ck, t, w, err);
+        if (rc == 0) rc = gpt_model_set_mxfp4_f32(m, i, w, err);
+        free(w);
+        return rc;
+    }
+    if (b->dtype != GPT_ST_U8 || s->dtype != GPT_ST_U8 || b->ndim != 4 || s->ndim != 3 || b->shape[0] != E ||
+        b->shape[1] != Out || b->shape[2] * 32 != In || b->shape[3] != 16 || s->shape[0] != E || s->shape[1] != Out ||
+        s->shape[2] * 32 != In)
+        return gpt_errf(err, "%s: MXFP4 pair %s / %s must be U8 (%llu, %llu, %llu, 16) and (%llu, %llu, %llu) for the "
+                             "config",
+                        gpt_ckpt_dir(ck), bn, sn, (unsigned long long)E, (unsigned long long)Out,
+                        (unsigned long long)In / 32, (unsigned long long)E, (unsigned long long)Out,
+                        (unsigned long long)In / 32);
+    uint8_t *bb = gpt_xmalloc(b->nbytes), *sb = gpt_xmalloc(s->nbytes);
+    int rc = gpt_ckpt_read(ck, b, bb, err);
+    if (rc == 0) rc = gpt_ckpt_read(ck, s, sb, err);
+    if (rc == 0) rc = gpt_model_set_mxfp4(m, i, bb, sb, err);
+    free(bb);
+    free(sb);
+    return rc;
+}
+
+/* Tensor by tensor (one host tensor at a time: a 20b model does not fit twice). */
+static int load_checkpoint_weights(gpt_ckpt *ck, gpt_model *m, gpt_err *err)
+{
+    const gpt_config *cc = gpt_ckpt_config(ck);
+    if (!cc || !gpt_model_config_equal(&cc->model, gpt_model_config_of(m)))
+        return gpt_errf(err, "%s: the checkpoint's model.yaml does not describe this model", gpt_ckpt_dir(ck));
+    const gpt_param_table *tab = gpt_model_params(m);
+    gpt_backend *be = gpt_model_backend(m);
+    float *params = gpt_model_param_data(m);
+    for (int i = 0; i < tab->n; i++) {
+        const gpt_tensor *t = &tab->t[i];
+        float *tmp = gpt_xmalloc((t->numel ? t->numel : 1) * sizeof *tmp);
+        int rc = gpt_ckpt_read_param(ck, t, tmp, err);
+        if (rc == 0) be->to_device(be, params + t->offset, tmp, t->numel * sizeof *tmp);
+        free(tmp);
+        if (rc < 0) return -1;
+    }
+    for (int i = 0; i < gpt_model_mxfp4_count(m); i++)
+        if (load_mxfp4_tensor(ck, m, i, err) < 0) return -1;
+    return 0;
+}
+
 static int open_checkpoint(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets,
-                           size_t n_sets, gpt_err *err)
+                           size_t n_sets, const gpt_open_opts *oo, gpt_err *err)
 {
     gpt_ckpt *ck = gpt_ckpt_open(path, err);
     if (!ck) {
@@ -29,8 +95,12 @@ static int open_checkpoint(gpt_loaded_model *lm, const char *path, gpt_backend *
     int rc = -1;
     if (gpt_config_load(yaml, &lm->cfg, err) < 0 || (n_sets && gpt_config_set_all(&lm->cfg, sets, n_sets, err) < 0)) {
         gpt_err_prefix(err, "model %s", path);
-    } else if ((lm->model = gpt_model_create(&lm->cfg.model, be, err)) != NULL &&
-               gpt_ckpt_load_model(ck, lm->model, err) == 0) {
+    } else if ((lm->model = gpt_model_create_ex(&lm->cfg.model, be,
+                                                &(gpt_model_opts){.mxfp4_experts = oo->experts == GPT_EXPERTS_MXFP4 ||
+                                                                                   (oo->experts == GPT_EXPERTS_AUTO &&
+                                                                                    has_mxfp4_experts(ck))},
+                                                err)) != NULL &&
+               load_checkpoint_weights(ck, lm->model, err) == 0) {
         free(lm->dir);
         lm->dir = gpt_xstrdup(gpt_ckpt_dir(ck));
         rc = 0;
@@ -46,6 +116,13 @@ static int open_checkpoint(gpt_loaded_model *lm, const char *path, gpt_backend *
 int gpt_model_open(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets, size_t n_sets,
                    gpt_err *err)
 {
+    return gpt_model_open_ex(lm, path, be, sets, n_sets, NULL, err);
+}
+
+int gpt_model_open_ex(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets,
+                      size_t n_sets, const gpt_open_opts *opts, gpt_err *err)
+{
+    gpt_open_opts oo = opts ? *opts : (gpt_open_opts){0};
     memset(lm, 0, sizeof *lm);
     struct stat st;
     if (!path || !*path)
@@ -66,7 +143,7 @@ int gpt_model_open(gpt_loaded_model *lm, const char *path, gpt_backend *be, cons
         int native = stat(man, &st) == 0 || stat(latest, &st) == 0;
         free(man);
         free(latest);
-        if (native) return open_checkpoint(lm, path, be, sets, n_sets, err);
+        if (native) return open_checkpoint(lm, path, be, sets, n_sets, &oo, err);
     }
     char *yaml = S_ISDIR(st.st_mode) ? path_join(lm->dir, "model.yaml") : gpt_xstrdup(path);
     char *weights = path_join(lm->dir, "model.safetensors");
@@ -78,6 +155,10 @@ int gpt_model_open(gpt_loaded_model *lm, const char *path, gpt_backend *be, cons
     if (n_sets && gpt_config_set_all(&lm->cfg, sets, n_sets, err) < 0) goto out;
     if (stat(weights, &st) < 0) {
         gpt_errf(err, "model %s: no weights at %s (expected model.safetensors beside model.yaml)", path, weights);
+        goto out;
+    }
+    if (oo.experts == GPT_EXPERTS_MXFP4) {
+        gpt_errf(err, "model %s: MXFP4 experts at inference need a native checkpoint (gpt-shard import it first)", path);
         goto out;
     }
     lm->model = gpt_model_create(&lm->cfg.model, be, err);

@@ -19,9 +19,18 @@ typedef struct gpt_loaded_model {
     char *dir;         /* the directory the model came from */
 } gpt_loaded_model;
 
+/* How MoE expert weights are held: MXFP4 (fused kernels, about 4.25 bits per weight; inference only)
+ * or fp32. AUTO: MXFP4 when a native checkpoint stores them as MXFP4 pairs, else fp32. */
+enum { GPT_EXPERTS_AUTO = 0, GPT_EXPERTS_F32, GPT_EXPERTS_MXFP4 };
+typedef struct gpt_open_opts {
+    int experts;
+} gpt_open_opts;
+
 /* sets: --set overrides applied to the config before the model is built (n_sets may be 0). */
 int gpt_model_open(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets, size_t n_sets,
                    gpt_err *err);
+int gpt_model_open_ex(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets,
+                      size_t n_sets, const gpt_open_opts *opts, gpt_err *err);
 void gpt_model_close(gpt_loaded_model *lm); /* the backend is not destroyed */
 
 #endif

@@ -45,4 +45,25 @@ int gpt_mxfp4_out_shape(const gpt_st_tensor *blocks, const gpt_st_tensor *scales
 int gpt_mxfp4_dequant_st(const gpt_st_tensor *blocks, const gpt_st_tensor *scales, float *out, size_t n_out,
                          gpt_err *err);
 
+
+/* ---- products with MXFP4 weight rows (mxfp4_matmul.c) ---- */
+
+/* Quantize w (32 * n_blocks floats) to MXFP4 the OCP way: per block the scale 2^(floor(log2 amax) - 2),
+ * codes rounded to nearest (ties to the even code), saturating at +-6. All-zero blocks get scale 2^-127. */
+void gpt_mxfp4_quantize(const float *w, size_t n_blocks, uint8_t *blocks, uint8_t *scales);
+
+/* out (n, O; row stride ldo) = x (n, K; ldx) W^T + bias (O; NULL for none), where W (O, K) is stored as
+ * MXFP4 rows: blocks (O, K/32, 16), scales (O, K/32) (gpt-oss's (out, in) expert layout). K % 32 == 0.
+ * Few rows: a fused dequantize-and-dot kernel (AVX-512, AVX2 or portable, whichever the CPU runs); many
+ * rows: dequantized tiles and sgemm. Threads over O. Equals dequantize-then-sgemm up to fp32 summation
+ * order. */
+void gpt_mxfp4_matmul(float *out, int ldo, const float *x, int ldx, const uint8_t *blocks, const uint8_t *scales,
+                      const float *bias, int n, int K, int O);
+
+/* The same through one kernel (tests and benchmarks); -1 when the CPU lacks it or K % 32 != 0. */
+enum { GPT_MXFP4_AUTO = 0, GPT_MXFP4_PORTABLE, GPT_MXFP4_AVX2, GPT_MXFP4_AVX512, GPT_MXFP4_GEMM };
+int gpt_mxfp4_isa_supported(int isa);
+int gpt_mxfp4_matmul_isa(int isa, float *out, int ldo, const float *x, int ldx, const uint8_t *blocks,
+                         const uint8_t *scales, const float *bias, int n, int K, int O);
+
 #endif

@@ -1,0 +1,319 @@
+/* mxfp4_matmul.c: products with MXFP4 weight rows, without dequantizing the whole matrix.
+ *
+ * Decode steps read every expert weight once per token, so they are memory-bound: reading 4.25
+ * bits per weight instead of 32 is the speedup. The kernels decode a block's 32 codes in
+ * registers (a 16-entry table lookup: vpermps, scaled by the block's power of two first, which
+ * is exact) and multiply them straight into the activations. Many rows (prefill) go through
+ * tiles dequantized into scratch and sgemm instead: there the arithmetic, not the bytes,
+ * dominates.
+ *
+ * Results equal the dequantize-then-sgemm product up to fp32 summation order (the dequantized
+ * weights are exact in every path). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && !defined(__clang__)
+#include <immintrin.h>
+#define MX_X86 1
+#endif
+
+#include "error.h"
+#include "mxfp4.h"
+
+/* Below this much work (weights) one thread runs it: waking the team costs more. */
+#define MX_PAR_MIN 32768
+/* From this many rows on, dequantize tiles and call sgemm. */
+#define MX_GEMM_ROWS 16
+#define MX_TILE 64
+
+static float e8m0f(uint8_t s)
+{
+    uint32_t u = s ? (uint32_t)s << 23 : 0x00400000u;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The code table times 2^(s-127), exact; s = 255 as ldexpf gives it (see mxfp4.h). */
+static void scaled_lut(uint8_t s, float *lut)
+{
+    if (s == 255) {
+        for (int i = 0; i < 16; i++) lut[i] = ldexpf(gpt_fp4_values[i], 128);
+        return;
+    }
+    float sc = e8m0f(s);
+    for (int i = 0; i < 16; i++) lut[i] = gpt_fp4_values[i] * sc;
+}
+
+/* x rows with each block's 32 values reordered: even elements first (the low nibbles of the 16
+ * bytes), then odd ones (the high nibbles), so a decoded half-block meets its x contiguously. */
+static void permute_rows(float *xp, const float *x, int ldx, int n, int K)
+{
+    for (int r = 0; r < n; r++) {
+        const float *s = x + (size_t)r * ldx;
+        float *d = xp + (size_t)r * K;
+        for (int b = 0; b < K; b += 32)
+            for (int j = 0; j < 16; j++) {
+                d[b + j] = s[b + 2 * j];
+                d[b + 16 + j] = s[b + 2 * j + 1];
+            }
+    }
+}
+
+/* ---- portable ---- */
+
+static void rows_portable(float *out, int ldo, const float *x, int ldx, const uint8_t *blocks, const uint8_t *scales,
+                          const float *bias, int n, int K, int o0, int o1)
+{
+    size_t nb = (size_t)K / 32;
+    for (int o = o0; o < o1; o++)
+        for (int r = 0; r < n; r++) {
+            float v = gpt_mxfp4_dot(blocks + (size_t)o * nb * 16, scales + (size_t)o * nb, nb, x + (size_t)r * ldx);
+            out[(size_t)r * ldo + o] = v + (bias ? bias[o] : 0.0f);
+        }
+}
+
+#ifdef MX_X86
+
+/* ---- AVX-512: 4 output rows x 2 input rows per pass, lo/hi halves in separate accumulators
+ * (16 independent FMA chains, all in registers) ---- */
+
+#define MX512_ROW(k)                                                                                          \
+    do {                                                                                                      \
+        size_t ob = ob##k + b;                                                                                \
+        uint8_t s_ = scales[ob];                                                                              \
+        __m512 lut = _mm512_mul_ps(lutv, _mm512_set1_ps(e8m0f(s_)));                                          \
+        if (__builtin_expect(s_ == 255, 0)) lut = lut255;                                                     \
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + 16 * ob)));               \
+        __m512 wl = _mm512_permutexvar_ps(v, lut); /* vpermps reads index bits 0-3 only */                   \
+        __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);                                      \
+        al##k##0 = _mm512_fmadd_ps(wl, xl0, al##k##0);                                                        \
+        ah##k##0 = _mm512_fmadd_ps(wh, xh0, ah##k##0);                                                        \
+        al##k##1 = _mm512_fmadd_ps(wl, xl1, al##k##1);                                                        \
+        ah##k##1 = _mm512_fmadd_ps(wh, xh1, ah##k##1);                                                        \
+    } while (0)
+
+__attribute__((target("avx512f"), optimize("O3"))) static void rows_avx512(float *out, int ldo, const float *xp,
+                                                                           const uint8_t *blocks,
+                                                                           const uint8_t *scales, const float *bias,
+                                                                           int n, int K, int o0, int o1)
+{
+    const size_t nb = (size_t)K / 32;
+    float l255[16];
+    scaled_lut(255, l255);
+    const __m512 lutv = _mm512_loadu_ps(gpt_fp4_values), lut255 = _mm512_loadu_ps(l255);
+    for (int o = o0; o < o1; o += 4) {
+        int no = o1 - o < 4 ? o1 - o : 4;
+        /* past the last output row: row o again, its results dropped */
+        size_t ob0 = (size_t)o * nb, ob1 = (size_t)(o + (no > 1)) * nb, ob2 = (size_t)(o + (no > 2) * 2) * nb,
+               ob3 = (size_t)(o + (no > 3) * 3) * nb;
+        for (int r = 0; r < n; r += 2) {
+            int r2 = r + 1 < n; /* a second row, or the first one again (result dropped) */
+            const float *x0 = xp + (size_t)r * K, *x1 = xp + (size_t)(r + r2) * K;
+            __m512 al00 = _mm512_setzero_ps(), ah00 = al00, al01 = al00, ah01 = al00, al10 = al00, ah10 = al00,
+                   al11 = al00, ah11 = al00, al20 = al00, ah20 = al00, al21 = al00, ah21 = al00, al30 = al00,
+                   ah30 = al00, al31 = al00, ah31 = al00;
+            for (size_t b = 0; b < nb; b++) {
+                __m512 xl0 = _mm512_loadu_ps(x0 + 32 * b), xh0 = _mm512_loadu_ps(x0 + 32 * b + 16);
+                __m512 xl1 = _mm512_loadu_ps(x1 + 32 * b), xh1 = _mm512_loadu_ps(x1 + 32 * b + 16);
+                MX512_ROW(0);
+                MX512_ROW(1);
+                MX512_ROW(2);
+                MX512_ROW(3);
+            }
+            __m512 acc[4][2] = {{_mm512_add_ps(al00, ah00), _mm512_add_ps(al01, ah01)},
+                                {_mm512_add_ps(al10, ah10), _mm512_add_ps(al11, ah11)},
+                                {_mm512_add_ps(al20, ah20), _mm512_add_ps(al21, ah21)},
+                                {_mm512_add_ps(al30, ah30), _mm512_add_ps(al31, ah31)}};
+            for (int k = 0; k < no; k++)
+                for (int j = 0; j <= r2; j++)
+                    out[(size_t)(r + j) * ldo + o + k] = _mm512_reduce_add_ps(acc[k][j]) + (bias ? bias[o + k] : 0.0f);
+        }
+    }
+}
+#undef MX512_ROW
+
+/* ---- AVX2: 8 lanes; the 8-entry vpermps table gives the magnitude, bit 3 the sign ---- */
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 dec8(__m256i v, __m256 mag)
+{
+    __m256 w = _mm256_permutevar8x32_ps(mag, v); /* index bits 0-2 */
+    __m256i sign = _mm256_and_si256(_mm256_slli_epi32(v, 28), _mm256_set1_epi32((int)0x80000000u));
+    return _mm256_xor_ps(w, _mm256_castsi256_ps(sign));
+}
+
+__attribute__((target("avx2,fma"), optimize("O3"))) static void rows_avx2(float *out, int ldo, const float *xp, const uint8_t *blocks,
+                                                          const uint8_t *scales, const float *bias, int n, int K,
+                                                          int o0, int o1)
+{
+    const int nb = K / 32;
+    for (int o = o0; o < o1; o += 2) {
+        int no = o1 - o < 2 ? o1 - o : 2;
+        for (int r = 0; r < n; r += 2) {
+            int r2 = r + 1 < n;
+            const float *x0 = xp + (size_t)r * K, *x1 = xp + (size_t)(r + r2) * K;
+            __m256 acc[2][2][2];
+            for (int k = 0; k < 2; k++)
+                for (int j = 0; j < 2; j++) acc[k][j][0] = acc[k][j][1] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++)
+#pragma GCC unroll 2
+                for (int k = 0; k < 2; k++) {
+                    size_t ob = (size_t)(o + (k < no ? k : 0)) * nb + b;
+                    float l[16];
+                    __m256 mag;
+                    if (scales[ob] == 255) {
+                        scaled_lut(255, l);
+                        mag = _mm256_loadu_ps(l);
+                    } else {
+                        mag = _mm256_mul_ps(_mm256_loadu_ps(gpt_fp4_values), _mm256_set1_ps(e8m0f(scales[ob])));
+                    }
+                    const uint8_t *p = blocks + 16 * ob;
+                    __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+                    __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+                    /* even elements 0-14 | 16-30, odd 1-15 | 17-31 */
+                    __m256 w0 = dec8(v0, mag), w1 = dec8(v1, mag);
+                    __m256 w2 = dec8(_mm256_srli_epi32(v0, 4), mag), w3 = dec8(_mm256_srli_epi32(v1, 4), mag);
+                    const float *xs[2] = {x0 + 32 * b, x1 + 32 * b};
+                    for (int j = 0; j < 2; j++) {
+                        acc[k][j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[j]), acc[k][j][0]);
+                        acc[k][j][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[j] + 8), acc[k][j][1]);
+                        acc[k][j][0] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xs[j] + 16), acc[k][j][0]);
+                        acc[k][j][1] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[j] + 24), acc[k][j][1]);
+                    }
+                }
+            for (int k = 0; k < no; k++)
+                for (int j = 0; j <= r2; j++)
+                    out[(size_t)(r + j) * ldo + o + k] =
+                        hsum256(_mm256_add_ps(acc[k][j][0], acc[k][j][1])) + (bias ? bias[o + k] : 0.0f);
+        }
+    }
+}
+#endif
+
+static int isa_best(void)
+{
+#ifdef MX_X86
+    if (__builtin_cpu_supports("avx512f")) return GPT_MXFP4_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GPT_MXFP4_AVX2;
+#endif
+    return GPT_MXFP4_PORTABLE;
+}
+
+int gpt_mxfp4_isa_supported(int isa)
+{
+    if (isa == GPT_MXFP4_AUTO || isa == GPT_MXFP4_PORTABLE || isa == GPT_MXFP4_GEMM) return 1;
+#ifdef MX_X86
+    if (isa == GPT_MXFP4_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == GPT_MXFP4_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* Dequantized tiles of MX_TILE weight rows and sgemm; the tiles are split across threads, each
+ * with its own scratch, and sgemm runs single-threaded inside them (OpenBLAS on OpenMP keeps a
+ * nested call on the calling thread). */
+static void matmul_gemm(float *out, int ldo, const float *x, int ldx, const uint8_t *blocks, const uint8_t *scales,
+                        const float *bias, int n, int K, int O)
+{
+    size_t nb = (size_t)K / 32;
+    int ntiles = (O + MX_TILE - 1) / MX_TILE;
+#pragma omp parallel if ((size_t)O * K >= MX_PAR_MIN)
+    {
+        float *w = gpt_xmalloc((size_t)MX_TILE * K * sizeof *w);
+#pragma omp for schedule(static)
+        for (int t = 0; t < ntiles; t++) {
+            int o0 = t * MX_TILE, no = O - o0 < MX_TILE ? O - o0 : MX_TILE;
+            gpt_mxfp4_dequant(blocks + (size_t)o0 * nb * 16, scales + (size_t)o0 * nb, (size_t)no * nb, w);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, no, K, 1.0f, x, ldx, w, K, 0.0f, out + o0, ldo);
+            if (bias)
+                for (int r = 0; r < n; r++)
+                    for (int k = 0; k < no; k++) out[(size_t)r * ldo + o0 + k] += bias[o0 + k];
+        }
+        free(w);
+    }
+}
+
+int gpt_mxfp4_matmul_isa(int isa, float *out, int ldo, const float *x, int ldx, const uint8_t *blocks,
+                         const uint8_t *scales, const float *bias, int n, int K, int O)
+{
+    if (!gpt_mxfp4_isa_supported(isa) || K % 32 != 0) return -1;
+    if (n <= 0 || O <= 0) return 0;
+    if (isa == GPT_MXFP4_AUTO) isa = n >= MX_GEMM_ROWS ? GPT_MXFP4_GEMM : isa_best();
+    if (isa == GPT_MXFP4_GEMM) {
+        matmul_gemm(out, ldo, x, ldx, blocks, scales, bias, n, K, O);
+        return 0;
+    }
+    if (isa == GPT_MXFP4_PORTABLE) {
+#pragma omp parallel for schedule(static) if ((size_t)O * K >= MX_PAR_MIN)
+        for (int o = 0; o < O; o += 8)
+            rows_portable(out, ldo, x, ldx, blocks, scales, bias, n, K, o, o + 8 < O ? o + 8 : O);
+        return 0;
+    }
+#ifdef MX_X86
+    float *xp = gpt_xmalloc((size_t)n * K * sizeof *xp);
+    permute_rows(xp, x, ldx, n, K);
+    int step = isa == GPT_MXFP4_AVX512 ? 4 : 2, nchunks = (O + 8 * step - 1) / (8 * step);
+#pragma omp parallel for schedule(static) if ((size_t)O * K >= MX_PAR_MIN)
+    for (int c = 0; c < nchunks; c++) {
+        int o0 = c * 8 * step, o1 = o0 + 8 * step < O ? o0 + 8 * step : O;
+        if (isa == GPT_MXFP4_AVX512)
+            rows_avx512(out, ldo, xp, blocks, scales, bias, n, K, o0, o1);
+        else
+            rows_avx2(out, ldo, xp, blocks, scales, bias, n, K, o0, o1);
+    }
+    free(xp);
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+void gpt_mxfp4_matmul(float *out, int ldo, const float *x, int ldx, const uint8_t *blocks, const uint8_t *scales,
+                      const float *bias, int n, int K, int O)
+{
+    if (gpt_mxfp4_matmul_isa(GPT_MXFP4_AUTO, out, ldo, x, ldx, blocks, scales, bias, n, K, O) < 0) abort();
+}
+
+/* Round |v| (already divided by the scale) to the nearest e2m1 magnitude code, ties to the even
+ * code (the one whose mantissa bit is 0), saturating at 6. */
+static uint8_t fp4_code(float v)
+{
+    float a = fabsf(v);
+    static const float mid[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    uint8_t c = 0;
+    while (c < 7 && (a > mid[c] || (a == mid[c] && (c & 1)))) c++;
+    return (uint8_t)(c | (signbit(v) ? 8 : 0));
+}
+
+void gpt_mxfp4_quantize(const float *w, size_t n_blocks, uint8_t *blocks, uint8_t *scales)
+{
+    for (size_t b = 0; b < n_blocks; b++) {
+        const float *p = w + 32 * b;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fabsf(p[i]) > amax ? fabsf(p[i]) : amax;
+        /* OCP MX: shared exponent floor(log2 amax) - 2 (e2m1's largest exponent); finite input only */
+        int e = 0;
+        if (amax > 0 && isfinite(amax)) {
+            frexpf(amax, &e);
+            e -= 1 + 2;
+        }
+        int s = e + 127;
+        s = s < 0 ? 0 : s > 254 ? 254 : s;
+        if (amax == 0 || !isfinite(amax)) s = amax == 0 ? 0 : 254;
+        scales[b] = (uint8_t)s;
+        float inv = 1.0f / e8m0f((uint8_t)s);
+        for (int i = 0; i < 16; i++)
+            blocks[16 * b + i] = (uint8_t)(fp4_code(p[2 * i] * inv) | fp4_code(p[2 * i + 1] * inv) << 4);
+    }
+}
