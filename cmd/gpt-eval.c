@@ -40,10 +40,12 @@ static const char usage_text[] =
     "      --set KEY=VALUE   override a model config key (repeatable)\n"
     "      --device DEV      cpu, cuda, cuda:N or auto (default: cuda when built with it and a GPU\n"
     "                        is visible, else cpu)\n"
+    "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
+    "                        auto (default): MXFP4 when the checkpoint stores them so\n"
     "  -q, --quiet           no timing on stderr\n"
     "  -h, --help            this help        --version    the version\n";
 
-enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_DEVICE, O_VERSION };
+enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_DEVICE, O_EXPERTS, O_VERSION };
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
@@ -151,6 +153,11 @@ static int run_choice(gpt_model *m, const gpt_tokenizer *tk, const gpt_blob *b, 
     return 0;
 }
 
+static int parse_experts(const char *s)
+{
+    return !strcmp(s, "auto") ? GPT_EXPERTS_AUTO : !strcmp(s, "mxfp4") ? GPT_EXPERTS_MXFP4 : !strcmp(s, "f32") ? GPT_EXPERTS_F32 : -1;
+}
+
 /* early exits free the argument arrays (make asan checks leaks) */
 #define EXIT(x) do { int rc_ = (x); free(sets); return rc_; } while (0)
 
@@ -162,11 +169,13 @@ int main(int argc, char **argv)
     size_t n_sets = 0;
     int tokens = 0, per_token = 0, json = 0, choice = 0, quiet = 0;
     gpt_eval_opts eo = {0, 0, 4};
+    gpt_open_opts oo = {0};
     static const struct option longopts[] = {
         {"model", 1, 0, 'm'}, {"data", 1, 0, 'd'}, {"tokens", 0, 0, O_TOKENS}, {"seq-len", 1, 0, O_SEQ},
         {"stride", 1, 0, O_STRIDE}, {"batch-size", 1, 0, 'b'}, {"per-token", 0, 0, O_PERTOK},
         {"json", 0, 0, O_JSON}, {"choice", 0, 0, O_CHOICE}, {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE},
-        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"experts", 1, 0, O_EXPERTS}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:d:b:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -187,6 +196,9 @@ int main(int argc, char **argv)
         case O_CHOICE: choice = 1; break;
         case O_SET: sets[n_sets++] = optarg; break;
         case O_DEVICE: device = optarg; break;
+        case O_EXPERTS:
+            if ((oo.experts = parse_experts(optarg)) < 0) EXIT(usage_error("--experts wants auto, mxfp4 or f32"));
+            break;
         case 'q': quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -212,7 +224,7 @@ int main(int argc, char **argv)
     gpt_tokenizer *tk = NULL;
     gpt_blob blob = {0};
     gpt_ids ids = {0};
-    if (gpt_model_open(&lm, model, be, sets, n_sets, &err) < 0) goto fail_nomodel;
+    if (gpt_model_open_ex(&lm, model, be, sets, n_sets, &oo, &err) < 0) goto fail_nomodel;
     const gpt_model_config *mc = gpt_model_config_of(lm.model);
     if (!(tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err))) {
         gpt_err_prefix(&err, "model %s: tokenizer", model);

@@ -53,12 +53,14 @@ static const char usage_text[] =
     "      --set KEY=VALUE       override a model config key (repeatable)\n"
     "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
     "                            GPU is visible, else cpu)\n"
+    "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
+    "                            auto (default): MXFP4 when the checkpoint stores them so\n"
     "  -q, --quiet               no timing summary on stderr\n"
     "  -h, --help                this help        --version    the version\n";
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_VERSION
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION
 };
 
 typedef struct {
@@ -72,6 +74,7 @@ typedef struct {
     const char **stop;
     const char **sets;
     size_t n_sets;
+    int experts; /* GPT_EXPERTS_* */
 } options;
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -263,8 +266,8 @@ int main(int argc, char **argv)
         {"length-penalty", 1, 0, O_LP}, {"early-stopping", 1, 0, O_ES}, {"eos", 1, 0, O_EOS},
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
-        {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, O_VERSION},
+        {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"quiet", 0, 0, 'q'},
+        {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
     double v;
@@ -342,6 +345,11 @@ int main(int argc, char **argv)
         case O_SHOWR: o.show_reasoning = 1; break;
         case O_SET: o.sets[o.n_sets++] = optarg; break;
         case O_DEVICE: o.device = optarg; break;
+        case O_EXPERTS:
+            o.experts = !strcmp(optarg, "auto") ? GPT_EXPERTS_AUTO : !strcmp(optarg, "mxfp4") ? GPT_EXPERTS_MXFP4
+                      : !strcmp(optarg, "f32") ? GPT_EXPERTS_F32 : -1;
+            if (o.experts < 0) EXIT(usage_error("--experts wants auto, mxfp4 or f32"));
+            break;
         case 'q': o.quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -366,7 +374,7 @@ int main(int argc, char **argv)
         EXIT(1);
     }
     gpt_loaded_model lm;
-    if (gpt_model_open(&lm, o.model, be, o.sets, o.n_sets, &err) < 0) {
+    if (gpt_model_open_ex(&lm, o.model, be, o.sets, o.n_sets, &(gpt_open_opts){.experts = o.experts}, &err) < 0) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         be->destroy(be);
         EXIT(1);

@@ -14,6 +14,7 @@
 typedef struct gpt_backend gpt_backend;
 
 enum { GPT_NORM_OP_LAYERNORM = 0, GPT_NORM_OP_RMSNORM = 1 };
+enum { GPT_KV_F32 = 0, GPT_KV_BF16 = 1, GPT_KV_INT8 = 2 }; /* KV-cache entry types */
 
 struct gpt_backend {
     const char *name;
@@ -135,6 +136,14 @@ struct gpt_backend {
      * blocks (O, K/32, 16) and scales (O, K/32) bytes as in mxfp4.h. K % 32 == 0. Forward only. */
     void (*mxfp4_matmul)(gpt_backend *be, float *out, int ldo, const float *x, int ldx, const unsigned char *blocks,
                          const unsigned char *scales, const float *bias, int n, int K, int O);
+    /* kv_store and attn_cached for a cache held in GPT_KV_BF16 (kc, vc: uint16 bf16) or GPT_KV_INT8
+     * (kc, vc: int8; ks, vs: (n_seq, ring, KV) floats, one scale per head per position: absmax / 127).
+     * Same layout and semantics as the f32 ops; ks, vs unused (may be NULL) for bf16. */
+    void (*kv_store_q)(gpt_backend *be, int dtype, void *kc, void *vc, float *ks, float *vs, const float *k,
+                       const float *v, int ld, const int *seq, const int *pos, int n, int ring, int KV, int D);
+    void (*attn_cached_q)(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
+                          const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
+                          int ring, const float *sinks, int H, int KV, int D, int window, float scale);
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */

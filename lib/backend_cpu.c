@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "kv_quant.h"
 #include "mxfp4.h"
 
 #ifndef GPT_CPU_REAL
@@ -1057,6 +1058,8 @@ gpt_backend *gpt_backend_cpu(void)
         .row_dot = cpu_row_dot,
         .xent = cpu_xent,
         .mxfp4_matmul = cpu_mxfp4_matmul,
+        .kv_store_q = gpt_cpu_kv_store_q,
+        .attn_cached_q = gpt_cpu_attn_cached_q,
     };
     const char *prof = getenv("GPT_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0) {

@@ -614,7 +614,9 @@ struct gpt_kv_cache {
     int n_seq, max_len;
     int *len;        /* host: tokens held per sequence */
     int *ring;       /* per layer: slots per sequence */
-    float **k, **v;  /* per layer: (n_seq, ring, KV, D) */
+    int dtype;       /* GPT_KV_* */
+    void **k, **v;   /* per layer: (n_seq, ring, KV, D) of dtype */
+    float **ks, **vs; /* int8: per layer (n_seq, ring, KV) scales */
     int *seq_d, *pos_d; /* (rows_cap) staging for a call */
     int rows_cap;
 };
@@ -651,10 +653,18 @@ static void layer_fwd(gpt_model *m, int l, int N, const attn_mode *am)
             be->rope_pos(be, a->qkv, QKV, N, H, D, m->rope_cos, m->rope_sin, am->pos);
             be->rope_pos(be, a->qkv + A, QKV, N, KV, D, m->rope_cos, m->rope_sin, am->pos);
         }
-        be->kv_store(be, kc->k[l], kc->v[l], a->qkv + A, a->qkv + A + KV * D, QKV, am->seq, am->pos, N, kc->ring[l],
-                     KV, D);
-        be->attn_cached(be, a->att, a->qkv, QKV, kc->k[l], kc->v[l], am->seq, am->pos, N, kc->ring[l], w->sinks, H,
-                        KV, D, window_of(m, l), scale);                                    // (N, A)
+        if (kc->dtype == GPT_KV_F32) {
+            be->kv_store(be, kc->k[l], kc->v[l], a->qkv + A, a->qkv + A + KV * D, QKV, am->seq, am->pos, N,
+                         kc->ring[l], KV, D);
+            be->attn_cached(be, a->att, a->qkv, QKV, kc->k[l], kc->v[l], am->seq, am->pos, N, kc->ring[l], w->sinks,
+                            H, KV, D, window_of(m, l), scale);                             // (N, A)
+        } else {
+            float *ks = kc->ks ? kc->ks[l] : NULL, *vs = kc->vs ? kc->vs[l] : NULL;
+            be->kv_store_q(be, kc->dtype, kc->k[l], kc->v[l], ks, vs, a->qkv + A, a->qkv + A + KV * D, QKV, am->seq,
+                           am->pos, N, kc->ring[l], KV, D);
+            be->attn_cached_q(be, kc->dtype, a->att, a->qkv, QKV, kc->k[l], kc->v[l], ks, vs, am->seq, am->pos, N,
+                              kc->ring[l], w->sinks, H, KV, D, window_of(m, l), scale);   // (N, A)
+        }
     }
     linear_fwd(m, a->mid, C, a->att, A, w->o_w, m->tp ? NULL : w->o_b, N, A, C, m->io); // (N, C)
     if (m->tp) tp_row_out(m, a->mid, C, w->o_b, N, C);
@@ -914,7 +924,24 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
 
 gpt_kv_cache *gpt_kv_cache_create(gpt_model *m, int n_seq, int max_len, gpt_err *err)
 {
+    return gpt_kv_cache_create_ex(m, n_seq, max_len, NULL, err);
+}
+
+static size_t kv_elem_size(int dtype) { return dtype == GPT_KV_BF16 ? 2 : dtype == GPT_KV_INT8 ? 1 : 4; }
+
+gpt_kv_cache *gpt_kv_cache_create_ex(gpt_model *m, int n_seq, int max_len, const gpt_kv_opts *opts, gpt_err *err)
+{
     const gpt_model_config *c = &m->cfg;
+    int dtype = opts ? opts->dtype : GPT_KV_F32;
+    if (dtype != GPT_KV_F32 && dtype != GPT_KV_BF16 && dtype != GPT_KV_INT8) {
+        gpt_errf(err, "KV cache: unknown dtype %d (f32, bf16 or int8)", dtype);
+        return NULL;
+    }
+    if (dtype != GPT_KV_F32 && (!m->be->kv_store_q || !m->be->attn_cached_q)) {
+        gpt_errf(err, "KV cache: the %s backend cannot hold a %s cache; use f32", m->be->name,
+                 dtype == GPT_KV_BF16 ? "bf16" : "int8");
+        return NULL;
+    }
     if (n_seq <= 0 || max_len <= 0 || max_len > c->max_seq_len) {
         gpt_errf(err, "KV cache: %d sequences of %d tokens is outside 1..max_seq_len %d", n_seq, max_len,
                  c->max_seq_len);
@@ -929,14 +956,23 @@ gpt_kv_cache *gpt_kv_cache_create(gpt_model *m, int n_seq, int max_len, gpt_err 
     kc->ring = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->ring);
     kc->k = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->k);
     kc->v = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->v);
-    size_t w = (size_t)c->n_kv_heads * c->d_head;
+    kc->dtype = dtype;
+    if (dtype == GPT_KV_INT8) {
+        kc->ks = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->ks);
+        kc->vs = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->vs);
+    }
+    size_t w = (size_t)c->n_kv_heads * c->d_head, es = kv_elem_size(dtype);
     for (int l = 0; l < c->n_layers; l++) {
         int win = window_of(m, l);
         /* A sliding layer keeps a ring of its window, plus room for the tokens of one call: the
          * newest of them must not overwrite keys the oldest still reads. */
         kc->ring[l] = win > 0 && win + GPT_KV_CHUNK - 1 < max_len ? win + GPT_KV_CHUNK - 1 : max_len;
-        kc->k[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * sizeof(float));
-        kc->v[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * sizeof(float));
+        kc->k[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * es);
+        kc->v[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * w * es);
+        if (kc->ks) {
+            kc->ks[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * c->n_kv_heads * sizeof(float));
+            kc->vs[l] = be->alloc(be, (size_t)n_seq * kc->ring[l] * c->n_kv_heads * sizeof(float));
+        }
     }
     return kc;
 }
@@ -948,7 +984,9 @@ void gpt_kv_cache_free(gpt_kv_cache *kc)
     for (int l = 0; l < kc->m->cfg.n_layers; l++) {
         be->free(be, kc->k[l]);
         be->free(be, kc->v[l]);
+        if (kc->ks) be->free(be, kc->ks[l]), be->free(be, kc->vs[l]);
     }
+    free(kc->ks), free(kc->vs);
     if (kc->seq_d) be->free(be, kc->seq_d);
     if (kc->pos_d) be->free(be, kc->pos_d);
     free(kc->k), free(kc->v), free(kc->ring), free(kc->len), free(kc);
@@ -967,6 +1005,26 @@ void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src)
     if (dst == src || dst < 0 || src < 0 || dst >= kc->n_seq || src >= kc->n_seq) return;
     gpt_backend *be = kc->m->be;
     size_t w = (size_t)kc->m->cfg.n_kv_heads * kc->m->cfg.d_head;
+    if (kc->dtype != GPT_KV_F32) { /* through the host: the backend has no device copy of bytes */
+        size_t es = kv_elem_size(kc->dtype), KV = (size_t)kc->m->cfg.n_kv_heads;
+        for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+            size_t slots = (size_t)(kc->len[src] < kc->ring[l] ? kc->len[src] : kc->ring[l]), per = (size_t)kc->ring[l];
+            unsigned char *tmp = gpt_xmalloc(slots * w * es + 1);
+            void *planes[2] = {kc->k[l], kc->v[l]};
+            for (int p = 0; p < 2; p++) {
+                be->to_host(be, tmp, (unsigned char *)planes[p] + (size_t)src * per * w * es, slots * w * es);
+                be->to_device(be, (unsigned char *)planes[p] + (size_t)dst * per * w * es, tmp, slots * w * es);
+            }
+            for (int p = 0; kc->ks && p < 2; p++) {
+                float *sc = p ? kc->vs[l] : kc->ks[l];
+                be->to_host(be, tmp, sc + (size_t)src * per * KV, slots * KV * sizeof(float));
+                be->to_device(be, sc + (size_t)dst * per * KV, tmp, slots * KV * sizeof(float));
+            }
+            free(tmp);
+        }
+        kc->len[dst] = kc->len[src];
+        return;
+    }
     for (int l = 0; l < kc->m->cfg.n_layers; l++) {
         size_t per = (size_t)kc->ring[l] * w, used = (size_t)(kc->len[src] < kc->ring[l] ? kc->len[src] : kc->ring[l]) * w;
         float *planes[2] = {kc->k[l], kc->v[l]};

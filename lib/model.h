@@ -83,6 +83,12 @@ typedef struct gpt_kv_cache gpt_kv_cache;
 #define GPT_KV_CHUNK 128
 
 gpt_kv_cache *gpt_kv_cache_create(gpt_model *m, int n_seq, int max_len, gpt_err *err);
+/* dtype GPT_KV_F32 (the default), GPT_KV_BF16 or GPT_KV_INT8 (per head per position scales): the
+ * smaller types need the backend's optional kv_store_q / attn_cached_q ops. */
+typedef struct gpt_kv_opts {
+    int dtype;
+} gpt_kv_opts;
+gpt_kv_cache *gpt_kv_cache_create_ex(gpt_model *m, int n_seq, int max_len, const gpt_kv_opts *opts, gpt_err *err);
 void gpt_kv_cache_free(gpt_kv_cache *kc);
 int gpt_kv_cache_len(const gpt_kv_cache *kc, int seq);
 /* Empties one sequence (seq >= 0) or all (-1). */

@@ -1,0 +1,99 @@
+/* kv_quant.c: the CPU kernels of a bf16 or int8 KV cache (kv_quant.h). A cache in bf16 halves, and
+ * in int8 quarters, the bytes each decode step reads per context token; entries are converted on
+ * the fly inside the attention loops. */
+#include "kv_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KVQ_PAR_MIN 32768
+
+/* One head's D values into int8 with scale absmax / 127 (0 for an all-zero head). */
+static float quant_head(int8_t *dst, const float *src, int D)
+{
+    float amax = 0;
+    for (int i = 0; i < D; i++) amax = fabsf(src[i]) > amax ? fabsf(src[i]) : amax;
+    float sc = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < D; i++) {
+        float q = nearbyintf(src[i] * inv);
+        dst[i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+    }
+    return sc;
+}
+
+void gpt_cpu_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *ks, float *vs, const float *k,
+                        const float *v, int ld, const int *seq, const int *pos, int n, int ring, int KV, int D)
+{
+    (void)be;
+    size_t w = (size_t)KV * D;
+#pragma omp parallel for schedule(static) if ((size_t)n * w >= KVQ_PAR_MIN)
+    for (int r = 0; r < n; r++) {
+        size_t at = (size_t)seq[r] * ring + (size_t)(pos[r] % ring);
+        const float *kr = k + (size_t)r * ld, *vr = v + (size_t)r * ld;
+        if (dtype == GPT_KV_BF16) {
+            uint16_t *kd = (uint16_t *)kc + at * w, *vd = (uint16_t *)vc + at * w;
+            for (size_t i = 0; i < w; i++) kd[i] = gpt_f32_to_bf16_rne(kr[i]), vd[i] = gpt_f32_to_bf16_rne(vr[i]);
+        } else {
+            int8_t *kd = (int8_t *)kc + at * w, *vd = (int8_t *)vc + at * w;
+            for (int h = 0; h < KV; h++) {
+                ks[at * KV + h] = quant_head(kd + (size_t)h * D, kr + (size_t)h * D, D);
+                vs[at * KV + h] = quant_head(vd + (size_t)h * D, vr + (size_t)h * D, D);
+            }
+        }
+    }
+}
+
+void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
+                           const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
+                           int ring, const float *sinks, int H, int KV, int D, int window, float scale)
+{
+    (void)be;
+    int grp = H / KV;
+    size_t w = (size_t)KV * D;
+#pragma omp parallel if ((size_t)n * H * D * 64 >= KVQ_PAR_MIN)
+    {
+        int maxlen = 0;
+        for (int r = 0; r < n; r++) maxlen = pos[r] + 1 > maxlen ? pos[r] + 1 : maxlen;
+        float *s = malloc((size_t)(maxlen > 0 ? maxlen : 1) * sizeof *s);
+#pragma omp for collapse(2) schedule(static)
+        for (int r = 0; r < n; r++)
+            for (int h = 0; h < H; h++) {
+                const float *qr = q + (size_t)r * ldq + (size_t)h * D;
+                int kh = h / grp, t = pos[r], lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+                size_t base = (size_t)seq[r] * ring;
+                float m = sinks ? sinks[h] : -INFINITY;
+                for (int j = lo; j <= t; j++) {
+                    size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
+                    float dot = 0;
+                    if (dtype == GPT_KV_BF16) {
+                        const uint16_t *kr = (const uint16_t *)kc + e;
+                        for (int i = 0; i < D; i++) dot += qr[i] * gpt_bf16_to_f32_(kr[i]);
+                    } else {
+                        const int8_t *kr = (const int8_t *)kc + e;
+                        for (int i = 0; i < D; i++) dot += qr[i] * (float)kr[i];
+                        dot *= ks[at * KV + kh];
+                    }
+                    s[j] = dot * scale;
+                    if (s[j] > m) m = s[j];
+                }
+                float z = sinks ? expf(sinks[h] - m) : 0;
+                for (int j = lo; j <= t; j++) z += (s[j] = expf(s[j] - m));
+                float *o = out + (size_t)r * H * D + (size_t)h * D;
+                for (int i = 0; i < D; i++) o[i] = 0;
+                for (int j = lo; j <= t; j++) {
+                    size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
+                    float p = s[j] / z;
+                    if (dtype == GPT_KV_BF16) {
+                        const uint16_t *vr = (const uint16_t *)vc + e;
+                        for (int i = 0; i < D; i++) o[i] += p * gpt_bf16_to_f32_(vr[i]);
+                    } else {
+                        const int8_t *vr = (const int8_t *)vc + e;
+                        p *= vs[at * KV + kh];
+                        for (int i = 0; i < D; i++) o[i] += p * (float)vr[i];
+                    }
+                }
+            }
+        free(s);
+    }
+}
