@@ -70,6 +70,7 @@ static void usage(FILE *f)
             "      --dp N, --tp N, --pp N, --ep N   the mesh (parallel.dp, ...): data, tensor, pipeline and\n"
             "                           expert parallel sizes; world = dp x tp x pp, ep divides dp (default:\n"
             "                           tp 1, pp 1, ep 1, dp the rest); rank order tp fastest, then dp, then pp\n"
+            "      --pp-schedule S      gpipe (default) or 1f1b: the pipeline's micro-batch order\n"
             "      --print-mesh         print every rank's mesh coordinates and exit\n"
             "      --dump-config        print the effective config and exit\n"
             "      --plan               print per-rank memory for the mesh (--dp ...) and exit (allocates nothing)\n"
@@ -115,6 +116,7 @@ static const struct {
     {"tp", "parallel.tp"},
     {"pp", "parallel.pp"},
     {"ep", "parallel.ep"},
+    {"pp-schedule", "train.pp_schedule"},
 };
 
 /* A YAML double-quoted string (JSON escapes), so any path survives --set. */

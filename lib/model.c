@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_pp.h"
 #include "model_tp.h"
 #include "mxfp4.h"
 #include "rope.h"
@@ -86,6 +87,13 @@ struct gpt_model {
     int tp_cap, *tp_rows, *tp_pos;  /* (tp_cap) local embedding rows, positions */
     float *tp_scale, *tp_lse;       /* (tp_cap) 1 where the token's row is here; host: lse per row */
     int *tp_tgt;                    /* host (tp_cap) targets */
+    /* pipeline parallelism (model_pp.h): this stage runs layers [pp_l0, pp_l1) (pp_l1 0: all);
+     * noembed: the input is pp_in (N, C) + router statistics instead of the embedding; nohead:
+     * the output is res[pp_l1] -> pp_out instead of logits; the backward reads pp_dout and writes
+     * pp_din (host memory, set by the stage entry points around one call). */
+    int pp, pp_stage, pp_l0, pp_l1, pp_noembed, pp_nohead;
+    const float *pp_in, *pp_dout;
+    float *pp_out, *pp_din;
 };
 
 static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
@@ -288,7 +296,7 @@ static void free_acts(gpt_model *m)
     do {     \
         if (p) be->free(be, p); \
     } while (0)
-    for (int l = 0; l <= m->cfg.n_layers; l++) F(m->res[l]);
+    for (int l = 0; l <= m->cfg.n_layers; l++) F(m->res[l]); /* NULL outside a PP stage */
     for (int l = 0; l < m->cfg.n_layers; l++) {
         layer_acts *a = &m->la[l];
         F(a->ln1); F(a->ln1_mean); F(a->ln1_rstd); F(a->qkv); F(a->att); F(a->lse); F(a->mid);
@@ -403,8 +411,9 @@ static void alloc_acts(gpt_model *m, int Nrows)
 #define AI(n) ((int *)be->alloc(be, (n) * sizeof(int)))
     m->res = gpt_xcalloc(L + 1, sizeof *m->res);
     m->la = gpt_xcalloc(L, sizeof *m->la);
-    for (size_t l = 0; l <= L; l++) m->res[l] = AF(N * C);
-    for (size_t l = 0; l < L; l++) {
+    size_t l0 = (size_t)m->pp_l0, l1 = m->pp_l1 ? (size_t)m->pp_l1 : L; /* PP: this stage's layers */
+    for (size_t l = l0; l <= l1; l++) m->res[l] = AF(N * C);
+    for (size_t l = l0; l < l1; l++) {
         layer_acts *a = &m->la[l];
         a->ln1 = AF(N * C), a->ln1_mean = AF(N), a->ln1_rstd = AF(N);
         a->qkv = AF(N * QKV), a->att = AF(N * A), a->lse = AF(N * H), a->mid = AF(N * C);
@@ -422,7 +431,7 @@ static void alloc_acts(gpt_model *m, int Nrows)
     }
     m->tokens = AI(N), m->targets = AI(N);
     m->lnf = AF(N * C), m->lnf_mean = AF(N), m->lnf_rstd = AF(N);
-    m->logits = AF(N * Vp), m->losses = AF(N), m->correct = AI(N);
+    m->logits = m->pp_nohead ? NULL : AF(N * Vp), m->losses = AF(N), m->correct = AI(N);
     m->dres = AF(N * C), m->dln = AF(N * C), m->datt = AF(N * A), m->dqkv = AF(N * QKV);
     if (moe) {
         m->dye = AF(NK * C), m->dh = AF(NK * F), m->dgu = AF(NK * 2 * F), m->dxe = AF(NK * C);
@@ -721,6 +730,23 @@ static void tp_embed_fwd(gpt_model *m, int N, const attn_mode *am)
     }
 }
 
+/* PP, a stage before the last: res[l1] (N, C) -> pp_out, followed by the router statistics summed
+ * over the layers so far (counts, then probability sums: 2E floats) when the aux loss is on. */
+static void pp_stage_out(gpt_model *m, int N)
+{
+    const gpt_model_config *c = &m->cfg;
+    size_t NC = (size_t)N * c->d_model;
+    m->be->to_host(m->be, m->pp_out, m->res[m->pp_l1], NC * sizeof(float));
+    if (c->mlp != GPT_MLP_MOE || c->router_aux_loss_coef <= 0) return;
+    int E = c->n_experts;
+    for (int e = 0; e < E; e++) {
+        double cnt = m->pp_noembed ? m->pp_in[NC + e] : 0, ps = m->pp_noembed ? m->pp_in[NC + E + e] : 0;
+        for (int l = m->pp_l0; l < m->pp_l1; l++) cnt += m->la[l].counts_h[e], ps += m->la[l].probsum_h[e];
+        m->pp_out[NC + e] = (float)cnt;
+        m->pp_out[NC + E + e] = (float)ps;
+    }
+}
+
 /* Embedding, every block, final norm, logits (N, Vp). */
 static void model_fwd(gpt_model *m, int N, const attn_mode *am)
 {
@@ -728,7 +754,14 @@ static void model_fwd(gpt_model *m, int N, const attn_mode *am)
     gpt_backend *be = m->be;
     int C = c->d_model, L = c->n_layers, Vp = c->padded_vocab_size;
     int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
-    if (m->tp) {
+    int l0 = m->pp_l0, l1 = m->pp_l1 ? m->pp_l1 : L;
+    if (m->pp_noembed) {
+        be->to_device(be, m->res[l0], m->pp_in, (size_t)N * C * sizeof(float)); /* PP: the previous stage's output */
+        if (m->tp && N > m->tp_cap) { /* the TP loss's host scratch (tp_embed_fwd sizes it on stage 0) */
+            m->tp_lse = gpt_xrealloc(m->tp_lse, (size_t)N * sizeof(float));
+            m->tp_tgt = gpt_xrealloc(m->tp_tgt, (size_t)N * sizeof(int));
+        }
+    } else if (m->tp) {
         tp_embed_fwd(m, N, am);
     } else if (am->cache && m->p.wpe) {
         /* learned positions by explicit position: a gather of wpe rows added to the token rows */
@@ -740,7 +773,11 @@ static void model_fwd(gpt_model *m, int N, const attn_mode *am)
     } else {
         be->embed_fwd(be, m->res[0], m->tokens, m->p.wte, m->p.wpe, am->cache ? 1 : am->B, am->cache ? N : am->T, C);
     }
-    for (int l = 0; l < L; l++) layer_fwd(m, l, N, am);
+    for (int l = l0; l < l1; l++) layer_fwd(m, l, N, am);
+    if (m->pp_nohead) {
+        pp_stage_out(m, N);
+        return;
+    }
     be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C,
                  (float)c->norm_eps);
     be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
@@ -765,6 +802,11 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
     attn_mode am = {.B = B, .T = T};
     model_fwd(m, N, &am);
     if (!targets) return 0;
+    if (m->pp_nohead) { /* PP: the loss is the last stage's; the backward starts from pp_dout */
+        m->have_loss = 1;
+        if (loss) memset(loss, 0, sizeof *loss);
+        return 0;
+    }
 
     /* ---- loss ---- */
     m->smoothing = opts ? opts->label_smoothing : 0.0f;
@@ -819,7 +861,11 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
          * aux = E * sum_e (share of top-k picks of e) * (mean router probability of e). */
         int E = c->n_experts;
         double R = (double)N * L, *cnt = gpt_xcalloc((size_t)E, sizeof *cnt), *ps = gpt_xcalloc((size_t)E, sizeof *ps);
-        for (int l = 0; l < L; l++)
+        for (int e = 0; e < E && m->pp_noembed; e++) { /* PP: the earlier stages' layers */
+            cnt[e] = m->pp_in[(size_t)N * c->d_model + e];
+            ps[e] = m->pp_in[(size_t)N * c->d_model + E + e];
+        }
+        for (int l = m->pp_l0; l < (m->pp_l1 ? m->pp_l1 : L); l++)
             for (int e = 0; e < E; e++) {
                 cnt[e] += m->la[l].counts_h[e];
                 ps[e] += m->la[l].probsum_h[e];
@@ -860,6 +906,13 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     int norm = c->norm == GPT_NORM_RMSNORM ? GPT_NORM_OP_RMSNORM : GPT_NORM_OP_LAYERNORM;
     float scale = 1.0f / sqrtf((float)D);
 
+    int l0 = m->pp_l0, l1 = m->pp_l1 ? m->pp_l1 : L;
+    if (m->pp_nohead) { /* PP: d res[l1] (and the aux-loss gradient) come from the next stage */
+        be->to_device(be, m->dres, m->pp_dout, (size_t)N * C * sizeof(float));
+        if (c->mlp == GPT_MLP_MOE && c->router_aux_loss_coef > 0)
+            be->to_device(be, m->aux_g, m->pp_dout + (size_t)N * C, (size_t)c->n_experts * sizeof(float));
+        goto layers;
+    }
     /* loss -> logits, in place */
     if (m->tp) {
         float *lg = gpt_xmalloc((size_t)N * Vp * sizeof *lg);
@@ -877,7 +930,8 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     be->zero(be, m->dres, (size_t)N * C * sizeof(float));
     be->norm_bwd(be, norm, m->dres, m->g.lnf_w, m->g.lnf_b, m->dln, m->res[L], m->p.lnf_w, m->lnf_mean, m->lnf_rstd,
                  N, C);
-    for (int l = L - 1; l >= 0; l--) {
+layers:
+    for (int l = l1 - 1; l >= l0; l--) {
         const layer_ptrs *w = &m->p.layer[l], *g = &m->g.layer[l];
         layer_acts *a = &m->la[l];
         /* dres = d res[l+1]; res[l+1] = mid + mlp(ln2(mid)) */
@@ -910,7 +964,11 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
         be->norm_bwd(be, norm, m->dres, g->ln1_w, g->ln1_b, m->dln, m->res[l], w->ln1_w, a->ln1_mean, a->ln1_rstd, N,
                      C);
     }
-    if (m->tp) {
+    if (m->pp_noembed) { /* PP: d res[l0] (and the aux-loss gradient) go to the previous stage */
+        be->to_host(be, m->pp_din, m->dres, (size_t)N * C * sizeof(float));
+        if (c->mlp == GPT_MLP_MOE && c->router_aux_loss_coef > 0)
+            be->to_host(be, m->pp_din + (size_t)N * C, m->aux_g, (size_t)c->n_experts * sizeof(float));
+    } else if (m->tp) {
         be->scatter_add_rows(be, m->g.wte, m->dres, m->tp_rows, m->tp_scale, N, C);
         if (m->g.wpe) be->scatter_add_rows(be, m->g.wpe, m->dres, m->tp_pos, NULL, N, C);
     } else {
@@ -1101,4 +1159,39 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
     free(pos);
     free(added);
     return rc;
+}
+
+/* ---- pipeline parallelism hooks (model_pp.h) ---- */
+
+gpt_model *gpt_model_pp_create_(const gpt_model_config *cfg, gpt_backend *be, const gpt_param_table *tab, int gpt2,
+                                int pp, int stage, int l0, int l1)
+{
+    gpt_model *m = gpt_xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    m->tab = *tab; /* taken over */
+    m->gpt2 = m->io = gpt2;
+    m->pp = pp, m->pp_stage = stage, m->pp_l0 = l0, m->pp_l1 = l1;
+    m->pp_noembed = stage > 0;
+    m->pp_nohead = stage < pp - 1;
+    m->params = be->alloc(be, m->tab.total * sizeof(float));
+    m->grads = be->alloc(be, m->tab.total * sizeof(float));
+    be->zero(be, m->params, m->tab.total * sizeof(float));
+    be->zero(be, m->grads, m->tab.total * sizeof(float));
+    bind(m, m->params, &m->p);
+    bind(m, m->grads, &m->g);
+    return m;
+}
+
+void gpt_model_pp_io_(gpt_model *m, const float *in, float *out, const float *dout, float *din)
+{
+    m->pp_in = in, m->pp_out = out, m->pp_dout = dout, m->pp_din = din;
+}
+
+int gpt_model_pp_info(const gpt_model *m, int *stage, int *l0, int *l1)
+{
+    if (stage) *stage = m->pp ? m->pp_stage : 0;
+    if (l0) *l0 = m->pp_l0;
+    if (l1) *l1 = m->pp_l1 ? m->pp_l1 : m->cfg.n_layers;
+    return m->pp ? m->pp : 1;
 }

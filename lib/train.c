@@ -2,7 +2,9 @@
 #include "train.h"
 
 #include "checkpoint.h"
+#include "model_pp.h"
 #include "model_tp.h"
+#include "pipeline.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,7 +19,7 @@ const char *const gpt_train_keys[] = {
     "warmup_steps",  "lr",           "min_lr_ratio", "weight_decay",  "beta1",        "beta2",
     "eps",           "clip_norm",    "label_smoothing", "seed",       "eval_interval", "eval_steps",
     "save_interval", "keep_last",    "log_interval", "out_dir",       "init_from",    "zero1",
-    "precision",     "loss_scale",   "max_bad_steps", "peak_tflops",  NULL};
+    "precision",     "loss_scale",   "max_bad_steps", "peak_tflops",  "pp_schedule", NULL};
 
 void gpt_train_opts_default(gpt_train_opts *o)
 {
@@ -179,6 +181,10 @@ int gpt_train_opts_read(gpt_train_opts *o, const gpt_ynode *map, const char *pat
     rc = gpt_yget_enum(map, path, "precision", precs, 3, &p, err);
     if (rc < 0) return -1;
     if (rc == 1) o->precision = (gpt_precision)p;
+    static const char *const scheds[] = {"gpipe", "1f1b"};
+    rc = gpt_yget_enum(map, path, "pp_schedule", scheds, 2, &p, err);
+    if (rc < 0) return -1;
+    if (rc == 1) o->pp_schedule = p;
     const gpt_ynode *ls = NULL;
     RD(gpt_yget_map(map, path, "loss_scale", &ls, err));
     if (ls) {
@@ -229,6 +235,20 @@ fail:
     return -1;
 }
 
+/* PP: tp_split re-indexed from the full table to the stage's, 2 for a tied embedding's shadow copy. */
+static void pp_split_flags(gpt_trainer *tr)
+{
+    const gpt_param_table *tab = gpt_model_params(tr->model);
+    unsigned char *sh = gpt_pp_shadow_flags(tr->model), *f = gpt_xcalloc((size_t)tab->n + 1, 1);
+    for (int i = 0; i < tab->n; i++) {
+        const gpt_tensor *t = gpt_params_find(&tr->ftab, tab->t[i].name);
+        f[i] = sh[i] ? 2 : t ? tr->tp_split[t - tr->ftab.t] : 0;
+    }
+    free(sh);
+    free(tr->tp_split);
+    tr->tp_split = f;
+}
+
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
                      gpt_err *err)
 {
@@ -239,9 +259,9 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     tr->saved_step = -1;
     gpt_train_opts *to = &tr->o;
     if (gpt_mesh_init(&tr->mesh, comm, to->mesh_dp, to->mesh_tp, to->mesh_pp, to->mesh_ep, err) < 0) return -1;
-    if (tr->mesh.pp > 1 || tr->mesh.ep > 1) {
-        gpt_errf(err, "--pp %d --ep %d: gpt-train runs data and tensor parallelism only so far (--dp, --tp)",
-                 tr->mesh.pp, tr->mesh.ep);
+    if (tr->mesh.ep > 1) {
+        gpt_errf(err, "--ep %d: gpt-train runs data, tensor and pipeline parallelism only so far (--dp, --tp, --pp)",
+                 tr->mesh.ep);
         goto fail;
     }
     const int dp = tr->mesh.dp;
@@ -291,10 +311,11 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         }
     }
     tr->be = gpt_backend_cpu();
-    tr->model = gpt_model_create_tp(mcfg, tr->be, tr->mesh.tp_comm, err);
+    tr->model = gpt_model_create_pp(mcfg, tr->be, tr->mesh.tp_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
     if (!tr->model || gpt_params_build(mcfg, &tr->ftab, err) < 0) goto fail;
-    gpt_model_tp_init_params(tr->model, to->seed);
+    gpt_model_pp_init_params(tr->model, to->seed);
     tr->tp_split = gpt_tp_split_flags(mcfg, tr->mesh.tp);
+    if (tr->mesh.pp > 1) pp_split_flags(tr);
     const gpt_param_table *tab = gpt_model_params(tr->model);
     tr->n = tab->total;
     tr->n_pad = (tr->n + (size_t)dp - 1) / (size_t)dp * (size_t)dp;
@@ -372,9 +393,28 @@ static double tp_sumsq(gpt_trainer *tr, size_t lo, size_t hi)
         if (b > hi) b = hi;
         if (a >= b) continue;
         double q = gpt_sumsq(tr->hgrads + a, b - a);
-        s += tr->tp_split[i] ? q : q / tr->mesh.tp;
+        s += tr->tp_split[i] == 2 ? 0 : tr->tp_split[i] ? q : q / tr->mesh.tp;
     }
     return s;
+}
+
+/* PP: the step's grad_accum micro-batches through the pipeline; the loss sums (the last stage's)
+ * end up on every stage. */
+static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
+{
+    const gpt_train_opts *o = &tr->o;
+    gpt_comm *c = tr->mesh.dp_comm, *ppc = tr->mesh.pp_comm;
+    size_t n = (size_t)o->micro_batch * (size_t)o->seq_len;
+    int *tok = gpt_xmalloc((size_t)o->grad_accum * n * sizeof *tok), *tgt = gpt_xmalloc((size_t)o->grad_accum * n * sizeof *tgt);
+    for (int a = 0; a < o->grad_accum; a++)
+        gpt_data_next(tr->train, c->rank, c->size, o->micro_batch, tok + a * n, tgt + a * n);
+    gpt_forward_opts fo = {(float)o->label_smoothing};
+    int rc = gpt_pp_run(tr->model, ppc, (gpt_pp_schedule)o->pp_schedule, o->grad_accum, tok, tgt, o->micro_batch,
+                        o->seq_len, &fo, 1, sums, NULL, err);
+    free(tok);
+    free(tgt);
+    if (rc < 0) return -1;
+    return ppc->allreduce_sum_f64(ppc, sums, 4, err);
 }
 
 int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
@@ -387,6 +427,9 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     gpt_model_zero_grad(tr->model);
     /* sums: ce * n, nll * n, correct, scored */
     double sums[5] = {0, 0, 0, 0, 0};
+    if (tr->mesh.pp > 1) {
+        if (pp_accumulate(tr, sums, err) < 0) return -1;
+    } else
     for (int a = 0; a < o->grad_accum; a++) {
         gpt_data_next(tr->train, c->rank, dp, B, tr->tok, tr->tgt);
         gpt_loss L;
@@ -399,6 +442,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         sums[3] += (double)L.n_scored;
     }
     tr->be->to_host(tr->be, tr->hgrads, gpt_model_grad_data(tr->model), tr->n * sizeof(float));
+    if (tr->mesh.pp > 1 && gpt_pp_sync_tied(tr->model, tr->mesh.pp_comm, tr->hgrads, err) < 0) return -1;
     const float gscale = (float)(1.0 / ((double)o->grad_accum * dp));
     float *g = tr->hgrads + tr->shard_lo; /* this rank's part after the reduction */
     size_t gn = tr->shard_hi - tr->shard_lo;
@@ -415,7 +459,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
             return -1;
         }
     }
-    sums[4] = tr->mesh.tp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi) : gpt_sumsq(g, gn);
+    sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi) : gpt_sumsq(g, gn);
     if (!o->zero1) {
         /* Every rank holds the whole reduced gradient: the norm is local. */
         double loc = sums[4];
@@ -426,6 +470,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     }
     /* TP: each rank's squares of its pieces (replicated tensors weighted 1/tp): sum over the group */
     if (tpc->size > 1 && tpc->allreduce_sum_f64(tpc, &sums[4], 1, err) < 0) return -1;
+    if (tr->mesh.pp > 1 && tr->mesh.pp_comm->allreduce_sum_f64(tr->mesh.pp_comm, &sums[4], 1, err) < 0) return -1;
     const double norm = sqrt(sums[4]) * gscale;
     st->loss = sums[0] / sums[3];
     st->nll = sums[1] / sums[3];
@@ -469,12 +514,20 @@ int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
     for (int64_t i = c->rank; i < o->eval_steps; i += dp) {
         gpt_data_fill(tr->val, (uint64_t)i * (uint64_t)B, B, tr->tok, tr->tgt);
         gpt_loss L;
+        if (tr->mesh.pp > 1) { /* forward through the stages; the sums are the last stage's */
+            double ps[4] = {0, 0, 0, 0};
+            if (gpt_pp_run(tr->model, tr->mesh.pp_comm, GPT_PP_GPIPE, 1, tr->tok, tr->tgt, B, T, &fo, 0, ps, NULL, err) < 0)
+                return -1;
+            sums[0] += ps[1], sums[1] += ps[2], sums[2] += ps[3];
+            continue;
+        }
         if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0) return -1;
         sums[0] += L.nll * (double)L.n_scored;
         sums[1] += (double)L.n_correct;
         sums[2] += (double)L.n_scored;
     }
     if (c->allreduce_sum_f64(c, sums, 3, err) < 0) return -1;
+    if (tr->mesh.pp > 1 && tr->mesh.pp_comm->allreduce_sum_f64(tr->mesh.pp_comm, sums, 3, err) < 0) return -1;
     *loss = sums[2] > 0 ? sums[0] / sums[2] : NAN;
     *acc = sums[2] > 0 ? sums[1] / sums[2] : NAN;
     return 0;
@@ -613,8 +666,11 @@ static int gather_moment(gpt_trainer *tr, const float *shard, float *full, gpt_e
 }
 
 /* This rank's piece (n floats) -> the full model's layout (ftab.total floats), over the tp group. */
+static float *to_full_pp(gpt_trainer *tr, const float *local, gpt_err *err);
+
 static float *to_full(gpt_trainer *tr, const float *local, gpt_err *err)
 {
+    if (tr->mesh.pp > 1) return to_full_pp(tr, local, err);
     float *full = gpt_xcalloc(tr->ftab.total, sizeof *full);
     if (tr->mesh.tp == 1) {
         memcpy(full, local, tr->n * sizeof *full);
@@ -625,8 +681,42 @@ static float *to_full(gpt_trainer *tr, const float *local, gpt_err *err)
     return full;
 }
 
+/* PP: the stage's tensors into the tp piece's whole layout (zeros elsewhere), the tp pieces into the
+ * full layout, then a sum over the stages: every tensor has exactly one owner stage. */
+static float *to_full_pp(gpt_trainer *tr, const float *local, gpt_err *err)
+{
+    gpt_param_table lt;
+    if (gpt_params_build(gpt_model_config_of(tr->model), &lt, err) < 0) return NULL;
+    float *tw = gpt_xcalloc(lt.total, sizeof *tw), *full = gpt_xcalloc(tr->ftab.total, sizeof *full);
+    gpt_pp_insert(tr->model, local, tw, 1);
+    int rc = 0;
+    if (tr->mesh.tp == 1)
+        memcpy(full, tw, lt.total * sizeof *full);
+    else
+        rc = gpt_tp_gather(&tr->mcfg, tr->mesh.tp_comm, tw, full, err);
+    if (rc == 0) rc = tr->mesh.pp_comm->allreduce_sum(tr->mesh.pp_comm, full, tr->ftab.total, err);
+    gpt_params_free(&lt);
+    free(tw);
+    if (rc < 0) free(full);
+    return rc < 0 ? NULL : full;
+}
+
 static void from_full(gpt_trainer *tr, const float *full, float *local)
 {
+    if (tr->mesh.pp > 1) { /* full -> the tp piece (all layers) -> the stage's tensors */
+        gpt_param_table lt;
+        gpt_err e = {0};
+        if (gpt_params_build(gpt_model_config_of(tr->model), &lt, &e) < 0) abort(); /* built at init */
+        float *tw = gpt_xmalloc(lt.total * sizeof *tw);
+        if (tr->mesh.tp == 1)
+            memcpy(tw, full, lt.total * sizeof *tw);
+        else
+            gpt_tp_scatter(&tr->mcfg, tr->mesh.tp, tr->mesh.tp_rank, full, tw);
+        gpt_pp_extract(tr->model, tw, local);
+        free(tw);
+        gpt_params_free(&lt);
+        return;
+    }
     if (tr->mesh.tp == 1)
         memcpy(local, full, tr->n * sizeof *local);
     else

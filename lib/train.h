@@ -11,7 +11,9 @@
  * One optimizer step = grad_accum micro-batches of micro_batch windows of seq_len tokens on each
  * data-parallel rank: a global batch of grad_accum * dp * micro_batch windows. The comm is cut into
  * a mesh (mesh.h) of o.mesh_dp x o.mesh_tp ranks; the tp ranks of a data-parallel rank read the same
- * windows and hold one tensor-parallel model (model_tp.h).
+ * windows and hold one tensor-parallel model (model_tp.h). With o.mesh_pp > 1 each rank holds one
+ * pipeline stage (model_pp.h) and the grad_accum micro-batches of a step are the pipeline's
+ * micro-batches (pipeline.h, schedule o.pp_schedule); every stage reads the same windows.
  *
  * Gradient weighting. gpt_model_forward's loss is the mean over one micro-batch's scored tokens.
  * Training windows score every position (targets are the next tokens, none ignored), so every
@@ -67,6 +69,7 @@ typedef struct gpt_train_opts {
     int64_t stop_at;    /* 0, or stop (save, return 1) once this step is reached: split runs */
     /* the mesh (the parallel: section, gpt_mesh_opts_read): dp 0 = world / (tp * pp) */
     int mesh_dp, mesh_tp, mesh_pp, mesh_ep;
+    int pp_schedule; /* gpt_pp_schedule (pipeline.h): 0 gpipe, 1 1f1b */
 } gpt_train_opts;
 
 void gpt_train_opts_default(gpt_train_opts *o);
@@ -104,7 +107,8 @@ typedef struct gpt_trainer {
      * piece), gradients are reduced over mesh.dp_comm. Checkpoints hold the full model (ftab). */
     gpt_mesh mesh;
     gpt_param_table ftab; /* the full model's table */
-    unsigned char *tp_split; /* per local tensor: cut across tp ranks (norms count the rest once) */
+    unsigned char *tp_split; /* per local tensor: cut across tp ranks (norms count the rest once);
+                              * 2: a pipeline stage's copy of a tensor stage 0 owns (not counted) */
 } gpt_trainer;
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,

@@ -4,14 +4,17 @@
 # equals the single-rank model on the reference weights (loss, logits, every gradient, KV-cache
 # inference; tp-check prints the max differences); gpt-train --tp 2 reproduces --tp 1's parameters
 # (GPT-2 and GPT-OSS presets), dp2 x tp2 with ZeRO-1 reproduces one rank with the same global batch,
-# and a TP=2 checkpoint resumes under TP=1.
+# and a TP=2 checkpoint resumes under TP=1. Pipeline parallelism: --pp 2 under both schedules
+# (GPipe, 1F1B) reproduces one rank with the same micro-batches (GPT-2 with its tied embedding
+# across the two stages, GPT-OSS with the router aux loss across them), as do dp 2 x pp 2 and
+# tp 2 x pp 2 on 4 ranks, and a PP=2 checkpoint resumes on one rank.
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${GPT_BIN:-$root/bin}
 tools=${GPT_TBIN:-$root/t/bin}/../tools
 cd "$root" || exit 1
 export GPT_CONFIG_PATH="$root/share/configs"
 export OMP_NUM_THREADS=1
-echo "1..9"
+echo "1..16"
 n=0
 ok() {
     n=$((n + 1))
@@ -21,11 +24,11 @@ skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 diag() { sed 's/^/# /' "$@"; }
 train="$bin/gpt-train"
 if ! command -v mpirun >/dev/null 2>&1; then
-    for i in 1 2 3 4 5 6 7 8 9; do skip "mpirun not installed"; done
+    for i in $(seq 16); do skip "mpirun not installed"; done
     exit 0
 fi
 if ! "$train" --help 2>&1 | grep -q "mpirun -np"; then
-    for i in 1 2 3 4 5 6 7 8 9; do skip "gpt-train built without MPI"; done
+    for i in $(seq 16); do skip "gpt-train built without MPI"; done
     exit 0
 fi
 # MPICH's transport modules leak at MPI_Finalize (see t/train.t): no leak checks under mpirun.
@@ -78,4 +81,27 @@ run -np 2 "$train" -c tiny-gpt2 $D --tp 2 --stop-at 2 -o "$tmp/mix" 2>>"$tmp/err
     "$train" -c tiny-gpt2 $D --resume -o "$tmp/mix" 2>>"$tmp/err" &&
     close "$tmp/tiny-gpt2-1" "$tmp/mix" "--tp 2 to step 2, resumed under --tp 1 to 4, vs --tp 1"
 ok $? "a checkpoint saved under TP=2 resumes under TP=1"
+
+# ---- pipeline parallelism: the grad_accum micro-batches are the pipeline's ----
+for s in gpipe 1f1b; do
+    run -np 2 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --pp-schedule $s -o "$tmp/pp-$s" 2>>"$tmp/err" &&
+        close "$tmp/a2" "$tmp/pp-$s" "tiny-gpt2, --pp 2 $s vs one rank, 2 micro-batches"
+    ok $? "gpt-train --pp 2 ($s) reproduces one rank (tiny-gpt2, tied embedding)"
+done
+"$train" -c tiny-gpt-oss $D --grad-accum 2 -o "$tmp/oss-a2" 2>>"$tmp/err"
+for s in gpipe 1f1b; do
+    run -np 2 "$train" -c tiny-gpt-oss $D --grad-accum 2 --pp 2 --pp-schedule $s -o "$tmp/oss-pp-$s" 2>>"$tmp/err" &&
+        close "$tmp/oss-a2" "$tmp/oss-pp-$s" "tiny-gpt-oss, --pp 2 $s vs one rank, 2 micro-batches"
+    ok $? "gpt-train --pp 2 ($s) reproduces one rank (tiny-gpt-oss, aux loss)"
+done
+run -np 4 "$train" -c tiny-gpt2 $D --pp 2 --zero1 --pp-schedule 1f1b -o "$tmp/dp-pp" 2>>"$tmp/err" &&
+    close "$tmp/a2" "$tmp/dp-pp" "dp 2 x pp 2 (1F1B, ZeRO-1) vs one rank, global batch 8"
+ok $? "dp 2 x pp 2 reproduces one rank"
+run -np 4 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --tp 2 -o "$tmp/tp-pp" 2>>"$tmp/err" &&
+    close "$tmp/a2" "$tmp/tp-pp" "tp 2 x pp 2 (GPipe) vs one rank, 2 micro-batches"
+ok $? "tp 2 x pp 2 reproduces one rank"
+run -np 2 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --stop-at 2 -o "$tmp/ppmix" 2>>"$tmp/err" &&
+    "$train" -c tiny-gpt2 $D --grad-accum 2 --resume -o "$tmp/ppmix" 2>>"$tmp/err" &&
+    close "$tmp/a2" "$tmp/ppmix" "--pp 2 to step 2, resumed on one rank to 4, vs one rank"
+ok $? "a checkpoint saved under PP=2 resumes on one rank"
 grep -v OpenBLAS "$tmp/err" | diag
