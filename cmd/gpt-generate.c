@@ -13,7 +13,9 @@
 #include "blas_check.h"
 #include "generate.h"
 #include "harmony.h"
+#include "comm.h"
 #include "model_load.h"
+#include "model_tp.h"
 #include "tokenizer.h"
 #include "tokens.h"
 
@@ -55,19 +57,21 @@ static const char usage_text[] =
     "                            GPU is visible, else cpu)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
+    "      --tp N                tensor parallel over N ranks: mpirun -np N gpt-generate --tp N ...\n"
+    "                            (prompts from -p or -f FILE; rank 0 prints)\n"
     "  -q, --quiet               no timing summary on stderr\n"
     "  -h, --help                this help        --version    the version\n";
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP
 };
 
 typedef struct {
     const char *model, *file, *system, *reasoning, *device;
     char **prompts;
     int n_prompts;
-    int jsonl, tokens, batch, no_stream, chat, show_reasoning, quiet, seed_given;
+    int jsonl, tokens, batch, no_stream, chat, show_reasoning, quiet, seed_given, tp;
     gpt_gen_opts g;
     uint32_t *eos;
     int n_eos, no_eos;
@@ -266,8 +270,8 @@ int main(int argc, char **argv)
         {"length-penalty", 1, 0, O_LP}, {"early-stopping", 1, 0, O_ES}, {"eos", 1, 0, O_EOS},
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
-        {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"quiet", 0, 0, 'q'},
-        {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
+        {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
+        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
     double v;
@@ -350,6 +354,10 @@ int main(int argc, char **argv)
                       : !strcmp(optarg, "f32") ? GPT_EXPERTS_F32 : -1;
             if (o.experts < 0) EXIT(usage_error("--experts wants auto, mxfp4 or f32"));
             break;
+        case O_TP:
+            if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--tp wants 1..4096, not '%s'", optarg));
+            o.tp = (int)v;
+            break;
         case 'q': o.quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -366,8 +374,25 @@ int main(int argc, char **argv)
     if (!o.n_prompts && (!o.file || !strcmp(o.file, "-")) && isatty(0))
         EXIT(usage_error("no prompts: give -p TEXT or -f FILE, or pipe prompts in"));
 
+    if (o.tp > 1 && !o.n_prompts && (!o.file || !strcmp(o.file, "-")))
+        EXIT(usage_error("--tp: give prompts with -p or -f FILE (standard input reaches one rank only)"));
+
     gpt_err err = {{0}};
     int status = 0;
+    /* tensor parallel: every rank loads the whole model, keeps its piece, and runs the same
+     * requests; gathered logits make every rank sample the same tokens, rank 0 prints */
+    gpt_comm *world = NULL;
+    if (o.tp > 1) {
+        if (!(world = gpt_comm_open(&argc, &argv, &err)) || world->size != o.tp) {
+            fprintf(stderr, PROG ": --tp %d: %s%d ranks launched; run mpirun -np %d " PROG " --tp %d ...\n", o.tp,
+                    world ? "" : err.msg, world ? world->size : 1, o.tp, o.tp);
+            EXIT(1);
+        }
+        if (world->rank != 0) {
+            o.quiet = 1;
+            if (!freopen("/dev/null", "w", stdout)) EXIT(1);
+        }
+    }
     gpt_backend *be = gpt_backend_open(o.device, &err);
     if (!be) {
         fprintf(stderr, PROG ": %s\n", err.msg);
@@ -379,7 +404,18 @@ int main(int argc, char **argv)
         be->destroy(be);
         EXIT(1);
     }
-    const gpt_model_config *mc = gpt_model_config_of(lm.model);
+    gpt_model *whole = lm.model;
+    if (world) {
+        gpt_model *pm = gpt_model_tp_from(whole, world, &err);
+        if (!pm) {
+            fprintf(stderr, PROG ": %s\n", err.msg);
+            gpt_model_close(&lm);
+            be->destroy(be);
+            EXIT(1);
+        }
+        lm.model = pm; /* generation runs on the piece; the whole model is freed at the end */
+    }
+    const gpt_model_config *mc = gpt_model_config_of(whole);
     gpt_tokenizer *tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err);
     if (!tk) {
         fprintf(stderr, PROG ": model %s: tokenizer: %s\n", o.model, err.msg);
@@ -404,6 +440,7 @@ int main(int argc, char **argv)
     o.g.stop = o.stop;
     if (o.g.sampling.temperature > 0 && !o.seed_given && o.g.num_beams == 1) {
         o.g.sampling.seed = gpt_random_seed();
+        if (world) world->broadcast(world, &o.g.sampling.seed, sizeof o.g.sampling.seed, 0, &err);
         fprintf(stderr, PROG ": seed %llu\n", (unsigned long long)o.g.sampling.seed);
     }
     gpt_rng rng;
@@ -563,9 +600,14 @@ int main(int argc, char **argv)
     gpt_ids_free(&tokin);
 done:
     gpt_tokenizer_free(tk);
+    if (world) {
+        gpt_model_free(lm.model);
+        lm.model = whole;
+    }
     gpt_model_close(&lm);
     be->destroy(be);
     free(o.prompts), free(o.eos), free(o.stop), free(o.sets);
     if (fflush(stdout) != 0) status = 1;
+    if (world) gpt_comm_close(world);
     return status;
 }

@@ -228,3 +228,18 @@ void gpt_tp_xent_bwd(float *dlogits, const float *logits, const int *targets, co
         if (t >= v0 && t < v0 + nv) d[t - v0] -= dscale * (1.0f - smoothing);
     }
 }
+
+gpt_model *gpt_model_tp_from(gpt_model *whole, gpt_comm *tp, gpt_err *err)
+{
+    const gpt_model_config *full = gpt_model_config_of(whole);
+    gpt_backend *be = gpt_model_backend(whole);
+    gpt_model *m = gpt_model_create_tp(full, be, tp, err);
+    if (!m) return NULL;
+    size_t nf = gpt_model_params(whole)->total, nl = gpt_model_params(m)->total;
+    float *fh = gpt_xmalloc(nf * sizeof *fh), *lh = gpt_xcalloc(nl, sizeof *lh);
+    be->to_host(be, fh, gpt_model_param_data(whole), nf * sizeof *fh);
+    gpt_tp_scatter(full, tp->size, tp->rank, fh, lh);
+    be->to_device(be, gpt_model_param_data(m), lh, nl * sizeof *lh);
+    free(fh), free(lh);
+    return m;
+}

@@ -31,6 +31,9 @@ int gpt_model_tp_config(const gpt_model_config *full, int tp, gpt_model_config *
 /* A model over the group tp (NULL or size 1: gpt_model_create). Parameters start at zero: upload a
  * piece made by gpt_tp_scatter (or use gpt_model_tp_init_params). The group must outlive the model. */
 gpt_model *gpt_model_create_tp(const gpt_model_config *full, gpt_backend *be, gpt_comm *tp, gpt_err *err);
+/* A TP model over tp holding this rank's piece of a whole (one-rank) model's weights (inference:
+ * every rank loads the whole model, then keeps its piece; the caller may free the whole one). */
+gpt_model *gpt_model_tp_from(gpt_model *whole, gpt_comm *tp, gpt_err *err);
 /* The full config of a TP model (gpt_model_config_of gives the local one). */
 const gpt_model_config *gpt_model_full_config(const gpt_model *m);
 gpt_comm *gpt_model_tp_comm(const gpt_model *m); /* NULL without TP */

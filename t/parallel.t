@@ -7,14 +7,15 @@
 # and a TP=2 checkpoint resumes under TP=1. Pipeline parallelism: --pp 2 under both schedules
 # (GPipe, 1F1B) reproduces one rank with the same micro-batches (GPT-2 with its tied embedding
 # across the two stages, GPT-OSS with the router aux loss across them), as do dp 2 x pp 2 and
-# tp 2 x pp 2 on 4 ranks, and a PP=2 checkpoint resumes on one rank.
+# tp 2 x pp 2 on 4 ranks, and a PP=2 checkpoint resumes on one rank. Inference: greedy
+# `gpt-generate --tp 2` prints what one rank prints.
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${GPT_BIN:-$root/bin}
 tools=${GPT_TBIN:-$root/t/bin}/../tools
 cd "$root" || exit 1
 export GPT_CONFIG_PATH="$root/share/configs"
 export OMP_NUM_THREADS=1
-echo "1..16"
+echo "1..17"
 n=0
 ok() {
     n=$((n + 1))
@@ -24,11 +25,11 @@ skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 diag() { sed 's/^/# /' "$@"; }
 train="$bin/gpt-train"
 if ! command -v mpirun >/dev/null 2>&1; then
-    for i in $(seq 16); do skip "mpirun not installed"; done
+    for i in $(seq 17); do skip "mpirun not installed"; done
     exit 0
 fi
 if ! "$train" --help 2>&1 | grep -q "mpirun -np"; then
-    for i in $(seq 16); do skip "gpt-train built without MPI"; done
+    for i in $(seq 17); do skip "gpt-train built without MPI"; done
     exit 0
 fi
 # MPICH's transport modules leak at MPI_Finalize (see t/train.t): no leak checks under mpirun.
@@ -104,4 +105,18 @@ run -np 2 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --stop-at 2 -o "$tmp/pp
     "$train" -c tiny-gpt2 $D --grad-accum 2 --resume -o "$tmp/ppmix" 2>>"$tmp/err" &&
     close "$tmp/a2" "$tmp/ppmix" "--pp 2 to step 2, resumed on one rank to 4, vs one rank"
 ok $? "a checkpoint saved under PP=2 resumes on one rank"
+
+# ---- inference across ranks ----
+shared=${GPT_SHARED:-../shared}
+if [ -f "$shared/tokenizers/r50k_base.tiktoken" ]; then
+    GPT_TOKENIZER_PATH=$(cd "$shared/tokenizers" && pwd)
+    export GPT_TOKENIZER_PATH
+    G="-m $tmp/tiny-gpt2-1 -p Hello -p 'The quick brown' -n 16 --temperature 0 -q"
+    eval "\"$bin/gpt-generate\" $G" >"$tmp/gen1" 2>>"$tmp/err" &&
+        eval "run -np 2 \"$bin/gpt-generate\" $G --tp 2" >"$tmp/gen2" 2>>"$tmp/err" &&
+        [ -s "$tmp/gen1" ] && cmp "$tmp/gen1" "$tmp/gen2"
+    ok $? "gpt-generate --tp 2 under mpirun prints the single-rank greedy completions"
+else
+    skip "no shared tokenizers at $shared"
+fi
 grep -v OpenBLAS "$tmp/err" | diag
