@@ -55,6 +55,15 @@ CFLAGS_ALL += -DGPT_CUDA=1
 CUDA_LIBDIRS := $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib)
 # cuBLAS ships only as a shared library here: an rpath finds it at run time without LD_LIBRARY_PATH.
 LDLIBS_ALL += $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl$(comma)-rpath$(comma)$(d)) -lcublas -lcudart_static -ldl -lrt -lstdc++
+# NCCL (kernels/comm_nccl.cu) when its header and library are there (shared only: the rpath above
+# or NCCL_HOME's finds it); without them the NCCL communicator reports that it is missing.
+NCCL_HOME ?= $(CUDA_HOME)
+NCCL_LIBDIR := $(firstword $(dir $(wildcard $(NCCL_HOME)/lib64/libnccl.so* $(NCCL_HOME)/lib/libnccl.so* $(NCCL_HOME)/targets/x86_64-linux/lib/libnccl.so*)))
+NCCL    ?= $(if $(and $(wildcard $(NCCL_HOME)/include/nccl.h),$(NCCL_LIBDIR)),1,0)
+ifeq ($(NCCL),1)
+NVFLAGS += -DGPT_NCCL=1 -I$(NCCL_HOME)/include
+LDLIBS_ALL += -L$(NCCL_LIBDIR) -Wl$(comma)-rpath$(comma)$(NCCL_LIBDIR) $(if $(wildcard $(NCCL_LIBDIR)libnccl.so),-lnccl,-l:libnccl.so.2)
+endif
 else
 CU_OBJ   :=
 TESTS    := $(filter-out $(O)/t/bin/test_cuda%,$(TESTS))

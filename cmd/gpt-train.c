@@ -65,6 +65,8 @@ static void usage(FILE *f)
             "      --init-from CKPT     start from a checkpoint's weights (fine-tuning)\n"
             "      --zero1              shard the optimizer state over data-parallel ranks\n"
             "      --precision P        fp32 (bf16, fp16 need the CUDA backend)\n"
+            "      --device DEV         cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
+            "                           GPU is visible, else cpu); under mpirun each rank takes its local GPU\n"
             "      --peak-tflops X      per-rank peak, for the MFU column\n"
             "      --stop-at STEP       stop (and save) at STEP, keeping the schedule of --steps\n"
             "      --dp N, --tp N, --pp N, --ep N   the mesh (parallel.dp, ...): data, tensor, pipeline and\n"
@@ -224,7 +226,8 @@ int main(int argc, char **argv)
     size_t n_sets = 0, n_data = 0, n_val = 0;
     int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0, plan = 0;
     int64_t stop_at = 0;
-    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_KEY };
+    const char *device = "auto";
+    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_DEVICE, O_KEY };
     struct option lo[64];
     size_t nlo = 0;
     lo[nlo++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -238,6 +241,7 @@ int main(int argc, char **argv)
     lo[nlo++] = (struct option){"print-mesh", no_argument, NULL, O_PRINT_MESH};
     lo[nlo++] = (struct option){"stop-at", required_argument, NULL, O_STOP_AT};
     lo[nlo++] = (struct option){"plan", no_argument, NULL, O_PLAN};
+    lo[nlo++] = (struct option){"device", required_argument, NULL, O_DEVICE};
     lo[nlo++] = (struct option){"quiet", no_argument, NULL, 'q'};
     lo[nlo++] = (struct option){"help", no_argument, NULL, 'h'};
     lo[nlo++] = (struct option){"version", no_argument, NULL, O_VERSION};
@@ -266,6 +270,7 @@ int main(int argc, char **argv)
         case O_ZERO1: zero1 = 1; break;
         case O_DUMP: dump = 1; break;
         case O_PRINT_MESH: print_mesh = 1; break;
+        case O_DEVICE: device = optarg; break;
         case O_STOP_AT: {
             char *end;
             errno = 0;
@@ -364,6 +369,7 @@ int main(int argc, char **argv)
     if (zero1) o.zero1 = 1;
     o.quiet = quiet;
     o.stop_at = stop_at;
+    o.device = device;
     if (dump) {
         if (comm->rank == 0 && gpt_config_dump(&cfg, stdout, &err) < 0) goto fail;
         status = 0;

@@ -13,6 +13,13 @@
 
 typedef struct gpt_backend gpt_backend;
 
+/* The scalars of one AdamW update (optim.c computes them in double and rounds each once). */
+typedef struct gpt_adamw_args {
+    float grad_scale; /* g = grad * grad_scale (1 / (accum * dp) times the clip factor) */
+    float decay;      /* p *= decay first: 1 - lr * weight_decay, or 1 for tensors that do not decay */
+    float step_size, bc2_sqrt, w1, b2, w2, eps;
+} gpt_adamw_args;
+
 enum { GPT_NORM_OP_LAYERNORM = 0, GPT_NORM_OP_RMSNORM = 1 };
 enum { GPT_KV_F32 = 0, GPT_KV_BF16 = 1, GPT_KV_INT8 = 2 }; /* KV-cache entry types */
 
@@ -144,6 +151,16 @@ struct gpt_backend {
     void (*attn_cached_q)(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
                           const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
                           int ring, const float *sinks, int H, int KV, int D, int window, float scale);
+    /* ---- optimizer and gradient helpers: optional (NULL when a backend lacks one) ---- */
+    /* AdamW over n elements of p, with gradient g and fp32 moments m, v, in torch's order of
+     * operations (gpt_adamw_update in optim.h is the definition; every backend matches its bits). */
+    void (*adamw)(gpt_backend *be, float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a);
+    /* The sum of squares of x[0, n) in double, summed in an order fixed by n alone. */
+    double (*sumsq)(gpt_backend *be, const float *x, size_t n);
+    /* x *= a over n elements. */
+    void (*scale)(gpt_backend *be, float *x, float a, size_t n);
+    /* Whether any of x[0, n) is inf or NaN. */
+    int (*nonfinite)(gpt_backend *be, const float *x, size_t n);
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */

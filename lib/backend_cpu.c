@@ -16,6 +16,7 @@
 #include "error.h"
 #include "kv_quant.h"
 #include "mxfp4.h"
+#include "optim.h"
 
 #ifndef GPT_CPU_REAL
 #define GPT_CPU_REAL float
@@ -1018,6 +1019,29 @@ static void cpu_destroy(gpt_backend *be)
     free(be);
 }
 
+/* ---- optimizer helpers: optim.c holds the definitions, so host and backend paths share bits ---- */
+static void cpu_adamw(gpt_backend *be, float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a)
+{
+    (void)be;
+    gpt_adamw_update(p, g, m, v, n, a);
+}
+static double cpu_sumsq(gpt_backend *be, const float *x, size_t n)
+{
+    (void)be;
+    return gpt_sumsq(x, n);
+}
+static void cpu_scale(gpt_backend *be, float *x, float a, size_t n)
+{
+    (void)be;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+static int cpu_nonfinite(gpt_backend *be, const float *x, size_t n)
+{
+    (void)be;
+    return gpt_has_nonfinite(x, n);
+}
+
 gpt_backend *gpt_backend_cpu(void)
 {
     gpt_backend *be = gpt_xcalloc(1, sizeof *be);
@@ -1060,6 +1084,10 @@ gpt_backend *gpt_backend_cpu(void)
         .mxfp4_matmul = cpu_mxfp4_matmul,
         .kv_store_q = gpt_cpu_kv_store_q,
         .attn_cached_q = gpt_cpu_attn_cached_q,
+        .adamw = cpu_adamw,
+        .sumsq = cpu_sumsq,
+        .scale = cpu_scale,
+        .nonfinite = cpu_nonfinite,
     };
     const char *prof = getenv("GPT_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0) {

@@ -8,6 +8,12 @@
 int gpt_adamw_init(gpt_adamw *o, const gpt_param_table *tab, size_t lo, size_t hi, const gpt_adamw_hparams *hp,
                    gpt_err *err)
 {
+    return gpt_adamw_init_on(o, NULL, tab, lo, hi, hp, err);
+}
+
+int gpt_adamw_init_on(gpt_adamw *o, gpt_backend *be, const gpt_param_table *tab, size_t lo, size_t hi,
+                      const gpt_adamw_hparams *hp, gpt_err *err)
+{
     memset(o, 0, sizeof *o);
     if (lo > hi || hi > tab->total) {
         gpt_errf(err, "optimizer: slice [%zu, %zu) is outside the %zu parameters", lo, hi, tab->total);
@@ -22,8 +28,15 @@ int gpt_adamw_init(gpt_adamw *o, const gpt_param_table *tab, size_t lo, size_t h
     o->hp = *hp;
     o->lo = lo;
     o->hi = hi;
-    o->m = gpt_xcalloc(hi - lo ? hi - lo : 1, sizeof(float));
-    o->v = gpt_xcalloc(hi - lo ? hi - lo : 1, sizeof(float));
+    if (be && !be->adamw) {
+        gpt_errf(err, "optimizer: the %s backend has no AdamW op; train on a backend that has one (cpu, cuda)",
+                 be->name);
+        return -1;
+    }
+    o->be = be;
+    size_t bytes = (hi - lo ? hi - lo : 1) * sizeof(float);
+    o->m = be ? be->alloc(be, bytes) : gpt_xcalloc(1, bytes);
+    o->v = be ? be->alloc(be, bytes) : gpt_xcalloc(1, bytes);
     /* The slice may cut tensors: keep the overlap of each with [lo, hi), merging neighbours that
      * share a decay setting (the table is in offset order, but do not rely on contiguity). */
     o->ranges = gpt_xmalloc(((size_t)tab->n + 1) * sizeof *o->ranges);
@@ -45,10 +58,38 @@ int gpt_adamw_init(gpt_adamw *o, const gpt_param_table *tab, size_t lo, size_t h
 void gpt_adamw_free(gpt_adamw *o)
 {
     if (!o) return;
-    free(o->m);
-    free(o->v);
+    if (o->be) {
+        if (o->m) o->be->free(o->be, o->m);
+        if (o->v) o->be->free(o->be, o->v);
+    } else {
+        free(o->m);
+        free(o->v);
+    }
     free(o->ranges);
     memset(o, 0, sizeof *o);
+}
+
+void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a)
+{
+    const float grad_scale = a->grad_scale, decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bc2_sqrt;
+    const float w1 = a->w1, b2 = a->b2, w2 = a->w2, eps = a->eps;
+    float *restrict pp = p, *restrict mm = m, *restrict vv = v;
+    const float *restrict gr = g;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = gr[i] * grad_scale;
+        /* decay 1 (no weight decay) leaves every value, NaN and -0 included, as it was */
+        float pi = pp[i] * decay;
+        /* torch lerp with weight < 0.5: m + w * (g - m) */
+        float mi = mm[i] + w1 * (gi - mm[i]);
+        float vi = vv[i] * b2;
+        vi = vi + w2 * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        pi = pi + (-step_size) * (mi / denom);
+        mm[i] = mi;
+        vv[i] = vi;
+        pp[i] = pi;
+    }
 }
 
 void gpt_adamw_step(gpt_adamw *o, float *params, const float *grads, double lr, float grad_scale)
@@ -58,32 +99,48 @@ void gpt_adamw_step(gpt_adamw *o, float *params, const float *grads, double lr, 
     /* Scalars are computed in double and rounded once to float, as PyTorch does when it passes a
      * Python float to an fp32 tensor op. */
     const double bc1 = 1.0 - pow(o->hp.beta1, t), bc2 = 1.0 - pow(o->hp.beta2, t);
-    const float step_size = (float)(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float w1 = (float)(1.0 - o->hp.beta1), b2 = (float)o->hp.beta2, w2 = (float)(1.0 - o->hp.beta2);
-    const float eps = (float)o->hp.eps;
+    gpt_adamw_args args = {
+        .grad_scale = grad_scale,
+        .step_size = (float)(lr / bc1),
+        .bc2_sqrt = (float)sqrt(bc2),
+        .w1 = (float)(1.0 - o->hp.beta1),
+        .b2 = (float)o->hp.beta2,
+        .w2 = (float)(1.0 - o->hp.beta2),
+        .eps = (float)o->hp.eps,
+    };
     const float decay = (float)(1.0 - lr * o->hp.weight_decay);
     for (int r = 0; r < o->n_ranges; r++) {
         const gpt_optim_range *rg = &o->ranges[r];
         const size_t a = rg->lo - o->lo, b = rg->hi - o->lo;
-        const int dec = rg->decay && o->hp.weight_decay != 0;
-        float *restrict p = params, *restrict m = o->m, *restrict v = o->v;
-        const float *restrict gr = grads;
-#pragma omp parallel for schedule(static)
-        for (size_t i = a; i < b; i++) {
-            float g = gr[i] * grad_scale;
-            float pi = p[i];
-            if (dec) pi = pi * decay;
-            /* torch lerp with weight < 0.5: m + w * (g - m) */
-            float mi = m[i] + w1 * (g - m[i]);
-            float vi = v[i] * b2;
-            vi = vi + w2 * g * g;
-            float denom = sqrtf(vi) / bc2_sqrt + eps;
-            pi = pi + (-step_size) * (mi / denom);
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = pi;
-        }
+        args.decay = rg->decay && o->hp.weight_decay != 0 ? decay : 1.0f;
+        if (o->be)
+            o->be->adamw(o->be, params + a, grads + a, o->m + a, o->v + a, b - a, &args);
+        else
+            gpt_adamw_update(params + a, grads + a, o->m + a, o->v + a, b - a, &args);
+    }
+}
+
+void gpt_adamw_state_get(const gpt_adamw *o, float *m, float *v)
+{
+    size_t bytes = (o->hi - o->lo) * sizeof(float);
+    if (o->be) {
+        o->be->to_host(o->be, m, o->m, bytes);
+        o->be->to_host(o->be, v, o->v, bytes);
+    } else {
+        memcpy(m, o->m, bytes);
+        memcpy(v, o->v, bytes);
+    }
+}
+
+void gpt_adamw_state_set(gpt_adamw *o, const float *m, const float *v)
+{
+    size_t bytes = (o->hi - o->lo) * sizeof(float);
+    if (o->be) {
+        o->be->to_device(o->be, o->m, m, bytes);
+        o->be->to_device(o->be, o->v, v, bytes);
+    } else {
+        memcpy(o->m, m, bytes);
+        memcpy(o->v, v, bytes);
     }
 }
 

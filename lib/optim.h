@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "error.h"
 #include "params.h"
 
@@ -33,7 +34,8 @@ typedef struct gpt_optim_range {
 typedef struct gpt_adamw {
     gpt_adamw_hparams hp;
     size_t lo, hi;          /* the slice of the flat buffer this optimizer owns */
-    float *m, *v;           /* hi - lo each, host */
+    gpt_backend *be;        /* NULL: m, v, params and grads are host arrays; else that backend's memory */
+    float *m, *v;           /* hi - lo each */
     gpt_optim_range *ranges;
     int n_ranges;
     int64_t step;           /* updates taken so far (bias correction uses step + 1) */
@@ -42,9 +44,18 @@ typedef struct gpt_adamw {
 /* Owns [lo, hi) of the table's flat buffer (0, tab->total for everything). State starts at zero. */
 int gpt_adamw_init(gpt_adamw *o, const gpt_param_table *tab, size_t lo, size_t hi, const gpt_adamw_hparams *hp,
                    gpt_err *err);
+/* The same with the state in backend memory (be->adamw must exist): gpt_adamw_step then takes
+ * backend pointers and runs be->adamw once per decay range. */
+int gpt_adamw_init_on(gpt_adamw *o, gpt_backend *be, const gpt_param_table *tab, size_t lo, size_t hi,
+                      const gpt_adamw_hparams *hp, gpt_err *err);
 void gpt_adamw_free(gpt_adamw *o);
 /* One update of params[0, hi-lo) (the owned slice) with grads (same slice) * grad_scale. */
 void gpt_adamw_step(gpt_adamw *o, float *params, const float *grads, double lr, float grad_scale);
+/* Copies the moments out of (get) or into (set) the optimizer: host arrays of hi - lo floats. */
+void gpt_adamw_state_get(const gpt_adamw *o, float *m, float *v);
+void gpt_adamw_state_set(gpt_adamw *o, const float *m, const float *v);
+/* The element update every backend's adamw op reproduces bit for bit (host arrays). */
+void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a);
 
 /* Linear warmup over warmup_steps, then cosine decay from lr to min_lr_ratio * lr at total_steps
  * (and flat after). step counts from 0: step s < warmup uses lr * (s + 1) / warmup; from

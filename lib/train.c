@@ -1,8 +1,10 @@
 /* train.c: options, the trainer (model + AdamW + data over a communicator), and the loop. */
 #include "train.h"
 
+#include "backend_select.h"
 #include "checkpoint.h"
 #include "model_pp.h"
+#include "comm_nccl.h"
 #include "model_tp.h"
 #include "pipeline.h"
 
@@ -249,6 +251,30 @@ static void pp_split_flags(gpt_trainer *tr)
     tr->tp_split = f;
 }
 
+/* o.device's backend; under mpirun plain "cuda" or "auto" takes the rank's local GPU. *cuda_dev: the
+ * CUDA device index, or -1 for another backend. */
+static gpt_backend *open_backend(gpt_trainer *tr, int *cuda_dev, gpt_err *err)
+{
+    const char *name = tr->o.device && *tr->o.device ? tr->o.device : "cpu";
+    gpt_backend *be = gpt_backend_open(name, err);
+    *cuda_dev = -1;
+    if (!be || strcmp(be->name, "cuda") != 0) return be;
+    int explicit = strncmp(name, "cuda:", 5) == 0, d = explicit ? atoi(name + 5) : 0;
+    if (!explicit && tr->comm->local_size > 1 && tr->comm->local_rank > 0) {
+        char buf[32];
+        d = tr->comm->local_rank;
+        snprintf(buf, sizeof buf, "cuda:%d", d);
+        be->destroy(be);
+        if (!(be = gpt_backend_open(buf, err))) {
+            gpt_err_prefix(err, "rank %d (local rank %d of %d) wants its own GPU", tr->comm->rank, d,
+                           tr->comm->local_size);
+            return NULL;
+        }
+    }
+    *cuda_dev = d;
+    return be;
+}
+
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
                      gpt_err *err)
 {
@@ -310,7 +336,17 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
             goto fail;
         }
     }
-    tr->be = gpt_backend_cpu();
+    int cuda_dev;
+    if (!(tr->be = open_backend(tr, &cuda_dev, err))) goto fail;
+    if (!tr->be->adamw || !tr->be->sumsq) {
+        gpt_errf(err, "the %s backend has no optimizer ops (adamw, sumsq); train with --device cpu", tr->be->name);
+        goto fail;
+    }
+    /* Gradients reduce on the device when a device communicator exists (NCCL); ZeRO-1's padded
+     * shards still go through the host. */
+    if (cuda_dev >= 0 && dp > 1 && !to->zero1 && gpt_comm_nccl_available()) {
+        if (!(tr->dev_comm = gpt_comm_nccl(tr->mesh.dp_comm, cuda_dev, err))) goto fail;
+    }
     tr->model = gpt_model_create_pp(mcfg, tr->be, tr->mesh.tp_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
     if (!tr->model || gpt_params_build(mcfg, &tr->ftab, err) < 0) goto fail;
     gpt_model_pp_init_params(tr->model, to->seed);
@@ -332,7 +368,7 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         tr->shard_hi = tr->n;
     }
     gpt_adamw_hparams hp = {to->beta1, to->beta2, to->eps, to->weight_decay};
-    if (gpt_adamw_init(&tr->opt, tab, tr->shard_lo, tr->shard_hi, &hp, err) < 0) goto fail;
+    if (gpt_adamw_init_on(&tr->opt, tr->be, tab, tr->shard_lo, tr->shard_hi, &hp, err) < 0) goto fail;
     tr->sched = (gpt_lr_schedule){to->lr, to->min_lr_ratio, to->warmup_steps, to->steps};
     gpt_loss_scaler_init(&tr->scaler, to->precision == GPT_PREC_FP16, to->loss_scale_init, to->loss_scale_growth,
                          to->loss_scale_backoff, to->loss_scale_interval);
@@ -366,6 +402,7 @@ void gpt_trainer_free(gpt_trainer *tr)
     free(tr->tok);
     free(tr->tgt);
     if (tr->metrics) fclose(tr->metrics);
+    if (tr->dev_comm) gpt_comm_free(tr->dev_comm);
     if (tr->be) tr->be->destroy(tr->be);
     /* Options belong to the caller. */
     memset(tr, 0, sizeof *tr);
@@ -392,7 +429,7 @@ static double tp_sumsq(gpt_trainer *tr, size_t lo, size_t hi)
         if (a < lo) a = lo;
         if (b > hi) b = hi;
         if (a >= b) continue;
-        double q = gpt_sumsq(tr->hgrads + a, b - a);
+        double q = tr->be->sumsq(tr->be, gpt_model_grad_data(tr->model) + a, b - a);
         s += tr->tp_split[i] == 2 ? 0 : tr->tp_split[i] ? q : q / tr->mesh.tp;
     }
     return s;
@@ -441,12 +478,20 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         sums[2] += (double)L.n_correct;
         sums[3] += (double)L.n_scored;
     }
-    tr->be->to_host(tr->be, tr->hgrads, gpt_model_grad_data(tr->model), tr->n * sizeof(float));
-    if (tr->mesh.pp > 1 && gpt_pp_sync_tied(tr->model, tr->mesh.pp_comm, tr->hgrads, err) < 0) return -1;
+    /* The gradient stays in backend memory: reduced there (NCCL) or staged through the host. */
+    float *dgrad = gpt_model_grad_data(tr->model), *dparam = gpt_model_param_data(tr->model);
+    if (tr->mesh.pp > 1) { /* the tied embedding's two copies (first and last stage) add their gradients */
+        tr->be->to_host(tr->be, tr->hgrads, dgrad, tr->n * sizeof(float));
+        if (gpt_pp_sync_tied(tr->model, tr->mesh.pp_comm, tr->hgrads, err) < 0) return -1;
+        tr->be->to_device(tr->be, dgrad, tr->hgrads, tr->n * sizeof(float));
+    }
     const float gscale = (float)(1.0 / ((double)o->grad_accum * dp));
-    float *g = tr->hgrads + tr->shard_lo; /* this rank's part after the reduction */
+    float *g = dgrad + tr->shard_lo; /* this rank's part after the reduction */
     size_t gn = tr->shard_hi - tr->shard_lo;
-    if (dp > 1) {
+    if (dp > 1 && tr->dev_comm) {
+        if (tr->dev_comm->allreduce_sum(tr->dev_comm, dgrad, tr->n, err) < 0) return -1;
+    } else if (dp > 1) {
+        tr->be->to_host(tr->be, tr->hgrads, dgrad, tr->n * sizeof(float));
         if (o->zero1) {
             size_t per = tr->n_pad / (size_t)dp;
             /* In place: the shard lands at its own offset (recv aliases send only there). */
@@ -458,8 +503,10 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         } else if (c->allreduce_sum(c, tr->hgrads, tr->n, err) < 0) {
             return -1;
         }
+        tr->be->to_device(tr->be, g, tr->hgrads + tr->shard_lo, gn * sizeof(float));
     }
-    sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi) : gpt_sumsq(g, gn);
+    sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi)
+                                                  : tr->be->sumsq(tr->be, g, gn);
     if (!o->zero1) {
         /* Every rank holds the whole reduced gradient: the norm is local. */
         double loc = sums[4];
@@ -493,12 +540,13 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     }
     tr->bad_in_row = 0;
     float clip = gpt_clip_coef(norm, o->clip_norm);
-    gpt_adamw_step(&tr->opt, tr->hparams + tr->shard_lo, g, st->lr, gscale * clip);
+    gpt_adamw_step(&tr->opt, dparam + tr->shard_lo, g, st->lr, gscale * clip);
     if (o->zero1) {
         size_t per = tr->n_pad / (size_t)dp;
+        tr->be->to_host(tr->be, tr->hparams + tr->shard_lo, dparam + tr->shard_lo, gn * sizeof(float));
         if (c->allgather(c, tr->hparams + per * (size_t)c->rank, tr->hparams, per, err) < 0) return -1;
+        gpt_trainer_sync_device(tr);
     }
-    gpt_trainer_sync_device(tr);
     tr->step++;
     return 0;
 }
@@ -730,12 +778,18 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
     float *lm = gpt_xmalloc(tr->n_pad * sizeof(float)), *lv = gpt_xmalloc(tr->n_pad * sizeof(float));
     float *m = NULL, *v = NULL, *p = NULL;
     int rc = 0;
+    size_t sh = tr->shard_hi - tr->shard_lo;
+    float *om = gpt_xmalloc((sh ? sh : 1) * sizeof(float)), *ov = gpt_xmalloc((sh ? sh : 1) * sizeof(float));
+    gpt_adamw_state_get(&tr->opt, om, ov);
+    gpt_trainer_sync_host(tr);
     /* ZeRO-1 shards over dp, then tensor-parallel pieces over tp: the full state on every rank */
-    if (gather_moment(tr, tr->opt.m, lm, err) < 0 || gather_moment(tr, tr->opt.v, lv, err) < 0 ||
+    if (gather_moment(tr, om, lm, err) < 0 || gather_moment(tr, ov, lv, err) < 0 ||
         !(m = to_full(tr, lm, err)) || !(v = to_full(tr, lv, err)) || !(p = to_full(tr, tr->hparams, err)))
         rc = -1;
     free(lm);
     free(lv);
+    free(om);
+    free(ov);
     if (rc == 0 && c->rank == 0) {
         unsigned char st[ST_BYTES];
         memcpy(st, ST_MAGIC, 8);
@@ -821,9 +875,12 @@ int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
     void *st = NULL;
     size_t sn = 0;
     int rc = -1;
-    if (load_params(tr, ck, err) < 0 || read_moment(tr, ck, "optim.m", tr->opt.m, err) < 0 ||
-        read_moment(tr, ck, "optim.v", tr->opt.v, err) < 0 || gpt_ckpt_read_blob(ck, "train.state", &st, &sn, err) < 0)
+    size_t sh = tr->shard_hi - tr->shard_lo;
+    float *om = gpt_xmalloc((sh ? sh : 1) * sizeof(float)), *ov = gpt_xmalloc((sh ? sh : 1) * sizeof(float));
+    if (load_params(tr, ck, err) < 0 || read_moment(tr, ck, "optim.m", om, err) < 0 ||
+        read_moment(tr, ck, "optim.v", ov, err) < 0 || gpt_ckpt_read_blob(ck, "train.state", &st, &sn, err) < 0)
         goto out;
+    gpt_adamw_state_set(&tr->opt, om, ov);
     const unsigned char *b = st;
     if (sn != ST_BYTES || memcmp(b, ST_MAGIC, 8) != 0 || get_u64(b + 8) != 1) {
         gpt_errf(err, "%s: blob train.state is not a version-1 training state (%zu bytes)", gpt_ckpt_dir(ck), sn);
@@ -855,6 +912,8 @@ int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
                 (long long)tr->step, (unsigned long long)f[ST_DP], f[ST_DP] == 1 ? "" : "s");
     rc = 1;
 out:
+    free(om);
+    free(ov);
     free(st);
     gpt_ckpt_close(ck);
     return rc;

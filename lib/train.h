@@ -70,6 +70,9 @@ typedef struct gpt_train_opts {
     /* the mesh (the parallel: section, gpt_mesh_opts_read): dp 0 = world / (tp * pp) */
     int mesh_dp, mesh_tp, mesh_pp, mesh_ep;
     int pp_schedule; /* gpt_pp_schedule (pipeline.h): 0 gpipe, 1 1f1b */
+    /* the backend, as gpt_backend_open names it (not owned; NULL: "cpu"). Under mpirun "cuda" and
+     * "auto" take device local_rank, one GPU per rank. */
+    const char *device;
 } gpt_train_opts;
 
 void gpt_train_opts_default(gpt_train_opts *o);
@@ -95,7 +98,7 @@ typedef struct gpt_trainer {
     gpt_lr_schedule sched;
     gpt_loss_scaler scaler;
     gpt_dataloader *train, *val;
-    float *hparams, *hgrads; /* host copies, n_pad floats */
+    float *hparams, *hgrads; /* host staging, n_pad floats: the backend's parameters are the master */
     size_t n, n_pad, shard_lo, shard_hi;
     int64_t step;        /* optimizer steps taken (skipped ones included) */
     int bad_in_row;
@@ -109,6 +112,7 @@ typedef struct gpt_trainer {
     gpt_param_table ftab; /* the full model's table */
     unsigned char *tp_split; /* per local tensor: cut across tp ranks (norms count the rest once);
                               * 2: a pipeline stage's copy of a tensor stage 0 owns (not counted) */
+    gpt_comm *dev_comm;  /* NULL, or a dp communicator over backend memory (NCCL): no host staging */
 } gpt_trainer;
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
