@@ -162,11 +162,6 @@ struct gpt_backend {
     /* Whether any of x[0, n) is inf or NaN. */
     int (*nonfinite)(gpt_backend *be, const float *x, size_t n);
 
-    /* ---- optional ops: NULL when a backend lacks one; the model checks and says so ---- */
-    /* out (n, O; ldo) = x (n, K; ldx) W^T + bias (O; NULL for none) for W (O, K) stored as MXFP4 rows:
-     * blocks (O, K/32, 16) and scales (O, K/32) bytes as in mxfp4.h. K % 32 == 0. Forward only. */
-    void (*mxfp4_matmul)(gpt_backend *be, float *out, int ldo, const float *x, int ldx, const unsigned char *blocks,
-                         const unsigned char *scales, const float *bias, int n, int K, int O);
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */
