@@ -699,17 +699,15 @@ static uint64_t get_u64(const unsigned char *p)
 }
 
 /* The whole of one AdamW moment on every rank (gathered from ZeRO-1 shards), n_pad floats. */
-static int gather_moment(gpt_trainer *tr, const float *shard, float *full, gpt_err *err)
+/* The AdamW moment whose shard this rank holds in place (at the shard's offset of full) -> the
+ * whole vector on every rank (ZeRO-1 gathers over dp; without it every rank has it all). */
+static int gather_moment(gpt_trainer *tr, float *full, gpt_err *err)
 {
-    if (!tr->o.zero1) {
-        memcpy(full, shard, tr->n * sizeof(float));
-        return 0;
-    }
+    if (!tr->o.zero1) return 0;
     gpt_comm *dc = tr->mesh.dp_comm;
     size_t per = tr->n_pad / (size_t)dc->size, have = tr->shard_hi - tr->shard_lo;
     float *mine = full + per * (size_t)dc->rank;
-    memset(mine, 0, per * sizeof(float));
-    memcpy(mine, shard, have * sizeof(float));
+    memset(mine + have, 0, (per - have) * sizeof(float));
     return dc->allgather(dc, mine, full, per, err);
 }
 
@@ -775,21 +773,22 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
 {
     if (tr->step == tr->saved_step || !tr->o.out_dir) return 0;
     gpt_comm *c = tr->comm;
+    /* Saving holds as few extra copies as it can: the moments land in place at this rank's shard
+     * offset, and one rank's whole model (no tp or pp) is already the full layout. */
     float *lm = gpt_xmalloc(tr->n_pad * sizeof(float)), *lv = gpt_xmalloc(tr->n_pad * sizeof(float));
     float *m = NULL, *v = NULL, *p = NULL;
-    int rc = 0;
-    size_t sh = tr->shard_hi - tr->shard_lo;
-    float *om = gpt_xmalloc((sh ? sh : 1) * sizeof(float)), *ov = gpt_xmalloc((sh ? sh : 1) * sizeof(float));
-    gpt_adamw_state_get(&tr->opt, om, ov);
+    int rc = 0, whole = tr->mesh.tp == 1 && tr->mesh.pp == 1;
+    size_t off = tr->o.zero1 ? tr->n_pad / (size_t)tr->mesh.dp_comm->size * (size_t)tr->mesh.dp_comm->rank : 0;
+    gpt_adamw_state_get(&tr->opt, lm + off, lv + off);
     gpt_trainer_sync_host(tr);
     /* ZeRO-1 shards over dp, then tensor-parallel pieces over tp: the full state on every rank */
-    if (gather_moment(tr, om, lm, err) < 0 || gather_moment(tr, ov, lv, err) < 0 ||
-        !(m = to_full(tr, lm, err)) || !(v = to_full(tr, lv, err)) || !(p = to_full(tr, tr->hparams, err)))
-        rc = -1;
-    free(lm);
-    free(lv);
-    free(om);
-    free(ov);
+    if (gather_moment(tr, lm, err) < 0 || gather_moment(tr, lv, err) < 0) rc = -1;
+    else if (whole) m = lm, v = lv, p = tr->hparams;
+    else if (!(m = to_full(tr, lm, err)) || !(v = to_full(tr, lv, err)) || !(p = to_full(tr, tr->hparams, err))) rc = -1;
+    if (!whole) { /* to_full made the copies to save */
+        free(lm);
+        free(lv);
+    }
     if (rc == 0 && c->rank == 0) {
         unsigned char st[ST_BYTES];
         memcpy(st, ST_MAGIC, 8);
@@ -822,9 +821,14 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
         if (rc < 0) gpt_err_prefix(err, "saving a checkpoint at step %lld", (long long)tr->step);
         else if (!tr->o.quiet) fprintf(stderr, "saved checkpoint step %lld in %s\n", (long long)tr->step, tr->o.out_dir);
     }
-    free(m);
-    free(v);
-    free(p);
+    if (whole) {
+        free(lm);
+        free(lv);
+    } else {
+        free(m);
+        free(v);
+        free(p);
+    }
     /* Rank 0's failure must stop everyone: the caller aborts all ranks on -1. */
     if (rc < 0) return -1;
     if (c->size > 1 && c->barrier(c, err) < 0) return -1;
