@@ -69,6 +69,12 @@ void gpt_adamw_free(gpt_adamw *o)
     memset(o, 0, sizeof *o);
 }
 
+/* Vector code for AVX-512, AVX2 and plain x86-64 (chosen at load time); without errno, sqrtf is one
+ * instruction that vectorizes. sqrt and division are correctly rounded and -std=c11 forbids FMA
+ * contraction, so every version computes the same bits (still torch's). */
+#if defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3", "no-math-errno")))
+#endif
 void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a)
 {
     const float grad_scale = a->grad_scale, decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bc2_sqrt;
