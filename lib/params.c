@@ -215,3 +215,17 @@ void gpt_param_count(const gpt_model_config *cfg, uint64_t *total, uint64_t *act
     }
     gpt_params_free(&tab);
 }
+
+double gpt_flops_per_token(const gpt_model_config *c, int T)
+{
+    uint64_t total, active;
+    gpt_param_count(c, &total, &active);
+    double matmul = (double)active; /* a tied embedding counts once, as the head it also is */
+    double attn = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int w = gpt_model_layer_window(c, l);
+        double teff = w > 0 && w < T ? w : (T + 1) / 2.0;
+        attn += 6.0 * 2 * c->n_heads * c->d_head * teff;
+    }
+    return 6.0 * matmul + attn;
+}

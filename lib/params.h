@@ -54,4 +54,10 @@ void gpt_params_init(const gpt_model_config *cfg, const gpt_param_table *tab, ui
  * the vocabulary are not counted. */
 void gpt_param_count(const gpt_model_config *cfg, uint64_t *total, uint64_t *active);
 
+/* Training FLOPs per token (forward + backward) at sequence length T: 6 per active parameter that
+ * multiplies (the active count: lookup tables excepted, a tied head included), plus attention's two (T x T) products,
+ * 6 * 2 * heads * d_head * T_eff per layer, T_eff the keys an average query sees (causal, windowed).
+ * What MFU figures divide by. */
+double gpt_flops_per_token(const gpt_model_config *cfg, int T);
+
 #endif

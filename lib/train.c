@@ -375,12 +375,7 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     size_t bt = (size_t)to->micro_batch * (size_t)to->seq_len;
     tr->tok = gpt_xmalloc(bt * sizeof(int));
     tr->tgt = gpt_xmalloc(bt * sizeof(int));
-    uint64_t total = 0, active = 0;
-    gpt_param_count(mcfg, &total, &active);
-    /* 6 N per token for the matrices (forward 2N, backward 4N), plus attention's scores and values:
-     * 12 * layers * d_head * heads * T (half that with the causal mask, counted in full as usual). */
-    tr->flops_per_token = 6.0 * (double)active +
-                          12.0 * mcfg->n_layers * (double)mcfg->n_heads * mcfg->d_head * (double)to->seq_len;
+    tr->flops_per_token = gpt_flops_per_token(mcfg, to->seq_len);
     if (comm->rank == 0 && to->out_dir && mkdir_p(to->out_dir, err) < 0) goto fail;
     return 0;
 fail:

@@ -180,20 +180,9 @@ int main(int argc, char **argv)
         fwd_sum += t1 - t0;
         best = dt < best ? dt : best;
     }
-    /* FLOPs per token, fwd + bwd, as bench-model counts them: 6 per active non-embedding
-     * parameter (the tied head still multiplies) plus attention's two T x T matmuls per layer. */
     uint64_t total, active;
     gpt_param_count(c, &total, &active);
-    double nonembed = (double)active - (double)c->vocab_size * c->d_model -
-                      (c->positions == GPT_POS_LEARNED ? (double)c->max_seq_len * c->d_model : 0);
-    if (c->tie_embeddings) nonembed += (double)c->vocab_size * c->d_model;
-    double attn = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        int w = gpt_model_layer_window(c, l);
-        double teff = w > 0 && w < T ? w : (T + 1) / 2.0;
-        attn += 6.0 * 2 * c->n_heads * c->d_head * teff;
-    }
-    double flops_tok = 6.0 * nonembed + attn, secs = sum / steps, tflops = flops_tok * N / secs / 1e12;
+    double flops_tok = gpt_flops_per_token(c, T), secs = sum / steps, tflops = flops_tok * N / secs / 1e12;
     const char *gm = gemm_math();
     double peak = strcmp(gm, "tf32") == 0 ? 495 : strcmp(gm, "bf16") == 0 ? 989 : 67; /* H100 SXM dense */
     printf("| config | B | T | gemm math | attention | step ms (best) | fwd ms | tokens/s | TFLOP/s | MFU vs 989 bf16 | "

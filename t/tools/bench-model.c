@@ -58,20 +58,9 @@ int main(int argc, char **argv)
         sum += dt;
         best = dt < best ? dt : best;
     }
-    /* FLOPs per token, fwd + bwd: 6 per active parameter (the embedding lookup excepted) plus
-     * attention's two (T x T) matmuls per layer: 6 * 2 * H D * T_eff (T_eff: causal, windowed). */
     uint64_t total, active;
     gpt_param_count(c, &total, &active);
-    double nonembed = (double)active - (double)c->vocab_size * c->d_model -
-                      (c->positions == GPT_POS_LEARNED ? (double)c->max_seq_len * c->d_model : 0);
-    if (c->tie_embeddings) nonembed += (double)c->vocab_size * c->d_model; /* the head still multiplies */
-    double attn = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        int w = gpt_model_layer_window(c, l);
-        double teff = w > 0 && w < T ? w : (T + 1) / 2.0;
-        attn += 6.0 * 2 * c->n_heads * c->d_head * teff;
-    }
-    double flops_tok = 6.0 * nonembed + attn, secs = sum / steps;
+    double flops_tok = gpt_flops_per_token(c, T), secs = sum / steps;
     /* sgemm peak on the model's largest GEMM (rows N, d_model -> 4 d_model) */
     int K = c->d_model, M = N, Nn = 4 * c->d_model;
     float *A = be->alloc(be, (size_t)M * K * 4), *Bm = be->alloc(be, (size_t)K * Nn * 4), *C = be->alloc(be, (size_t)M * Nn * 4);
