@@ -55,6 +55,7 @@ static const char usage_text[] =
     "      --set KEY=VALUE       override a model config key (repeatable)\n"
     "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
     "                            GPU is visible, else cpu)\n"
+    "      --cache-dtype f32|bf16|int8   KV cache precision (default f32; int8: per-head scales)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
     "      --tp N                tensor parallel over N ranks: mpirun -np N gpt-generate --tp N ...\n"
@@ -64,7 +65,7 @@ static const char usage_text[] =
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE
 };
 
 typedef struct {
@@ -271,6 +272,7 @@ int main(int argc, char **argv)
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
         {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
+        {"cache-dtype", 1, 0, O_CACHE},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -349,6 +351,11 @@ int main(int argc, char **argv)
         case O_SHOWR: o.show_reasoning = 1; break;
         case O_SET: o.sets[o.n_sets++] = optarg; break;
         case O_DEVICE: o.device = optarg; break;
+        case O_CACHE:
+            o.g.kv_dtype = !strcmp(optarg, "f32") ? GPT_KV_F32 : !strcmp(optarg, "bf16") ? GPT_KV_BF16
+                         : !strcmp(optarg, "int8") ? GPT_KV_INT8 : -1;
+            if (o.g.kv_dtype < 0) EXIT(usage_error("--cache-dtype wants f32, bf16 or int8, not '%s'", optarg));
+            break;
         case O_EXPERTS:
             o.experts = !strcmp(optarg, "auto") ? GPT_EXPERTS_AUTO : !strcmp(optarg, "mxfp4") ? GPT_EXPERTS_MXFP4
                       : !strcmp(optarg, "f32") ? GPT_EXPERTS_F32 : -1;

@@ -63,7 +63,7 @@ int gpt_beam_search(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o
         return 0;
     }
     int K = (o->n_eos + 1 > 2 ? o->n_eos + 1 : 2) * nb;
-    gpt_kv_cache *kc = gpt_kv_cache_create(m, nb, max_len, err);
+    gpt_kv_cache *kc = gpt_kv_cache_create_ex(m, nb, max_len, &(gpt_kv_opts){.dtype = o->kv_dtype}, err);
     if (!kc) return -1;
     gpt_sampling pen = o->sampling; /* only the penalties matter here */
     gpt_sampler *smp = gpt_sampler_create(&pen, V);

@@ -171,7 +171,7 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
         gpt_ids_append(&S[i].hist, S[i].prompt, S[i].n_prompt);
         if (S[i].limit > max_len) max_len = S[i].limit;
     }
-    gpt_kv_cache *kc = gpt_kv_cache_create(m, n > 0 ? n : 1, max_len, err);
+    gpt_kv_cache *kc = gpt_kv_cache_create_ex(m, n > 0 ? n : 1, max_len, &(gpt_kv_opts){.dtype = o->kv_dtype}, err);
     gpt_sampler *smp = gpt_sampler_create(&o->sampling, V);
     int *tok = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *tok);
     int *sq = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *sq);

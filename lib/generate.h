@@ -42,6 +42,7 @@ typedef struct gpt_gen_opts {
     int early_stopping;       /* beam: 1 true, 0 false (HF's heuristic), -1 "never" */
     gpt_gen_stream_fn stream;
     void *stream_user;
+    int kv_dtype;             /* GPT_KV_F32 (default), GPT_KV_BF16 or GPT_KV_INT8 (backend.h) */
 } gpt_gen_opts;
 
 gpt_gen_opts gpt_gen_defaults(void);

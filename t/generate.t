@@ -110,6 +110,14 @@ ok $? "--chat on a model without the harmony vocabulary: clear error"
 $G -p a --temperature x >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 2 ]
 ok $? "a bad option value is a usage error (exit 2)"
+for dt in bf16 int8; do
+    printf 'a\n' | $G -n 8 --cache-dtype $dt >"$tmp/$dt" 2>"$tmp/err"
+    [ $? -eq 0 ] && [ -s "$tmp/$dt" ]
+    ok $? "--cache-dtype $dt generates through a $dt KV cache"
+done
+$G -p a --cache-dtype fp8 >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "cache-dtype" "$tmp/err"
+ok $? "an unknown --cache-dtype is a usage error naming the option"
 $bin/gpt-generate -m t/data/nonexistent -p a >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "nonexistent" "$tmp/err"
 ok $? "a missing model: error naming it"
