@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "backend_cuda.h"
+#include "bench_common.h"
 #include "config.h"
 #include "model.h"
 
@@ -154,9 +155,8 @@ int main(int argc, char **argv)
     }
     gpt_model_init_params(m, 1);
     int N = B * T;
-    int *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
-    for (int i = 0; i < N; i++) tok[i] = (int)((i * 2654435761u) % (unsigned)c->vocab_size);
-    for (int i = 0; i < N; i++) tgt[i] = tok[(i + 1) % N];
+    int *tok, *tgt;
+    bench_tokens(c, N, &tok, &tgt);
     gpt_forward_opts o = {0};
     gpt_loss loss;
     double best = 1e30, sum = 0, fwd_sum = 0;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "blas_check.h"
 #include "config.h"
 #include "model.h"
@@ -13,24 +14,10 @@
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
-    if (argc < 5) {
-        fprintf(stderr, "usage: bench-model CONFIG B T STEPS [--set KEY=VALUE]...\n");
-        return 2;
-    }
     gpt_err err;
     gpt_config cfg;
-    if (gpt_config_load(argv[1], &cfg, &err) < 0) {
-        fprintf(stderr, "bench-model: %s\n", err.msg);
-        return 1;
-    }
-    for (int i = 5; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--set") == 0 && gpt_config_set(&cfg, argv[++i], &err) < 0) {
-            fprintf(stderr, "bench-model: %s\n", err.msg);
-            return 1;
-        }
-    int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
-    for (int i = 5; i < argc; i++)
-        if (strcmp(argv[i], "--dump") == 0) return gpt_config_dump(&cfg, stdout, &err) < 0;
+    int B, T, steps, rc = bench_args(argc, argv, "bench-model", &cfg, &B, &T, &steps);
+    if (rc >= 0) return rc;
     const gpt_model_config *c = &cfg.model;
     gpt_backend *be = gpt_backend_cpu();
     gpt_model *m = gpt_model_create(c, be, &err);
@@ -40,9 +27,8 @@ int main(int argc, char **argv)
     }
     gpt_model_init_params(m, 1);
     int N = B * T;
-    int *tok = malloc((size_t)N * sizeof *tok), *tgt = malloc((size_t)N * sizeof *tgt);
-    for (int i = 0; i < N; i++) tok[i] = (int)((i * 2654435761u) % (unsigned)c->vocab_size);
-    for (int i = 0; i < N; i++) tgt[i] = tok[(i + 1) % N];
+    int *tok, *tgt;
+    bench_tokens(c, N, &tok, &tgt);
     gpt_forward_opts o = {0};
     gpt_loss loss;
     double best = 1e30, sum = 0;
@@ -62,16 +48,7 @@ int main(int argc, char **argv)
     gpt_param_count(c, &total, &active);
     double flops_tok = gpt_flops_per_token(c, T), secs = sum / steps;
     /* sgemm peak on the model's largest GEMM (rows N, d_model -> 4 d_model) */
-    int K = c->d_model, M = N, Nn = 4 * c->d_model;
-    float *A = be->alloc(be, (size_t)M * K * 4), *Bm = be->alloc(be, (size_t)K * Nn * 4), *C = be->alloc(be, (size_t)M * Nn * 4);
-    double gbest = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t0 = omp_get_wtime();
-        be->gemm(be, 0, 0, M, Nn, K, 1.0f, A, K, Bm, Nn, 0.0f, C, Nn);
-        double dt = omp_get_wtime() - t0;
-        gbest = dt < gbest ? dt : gbest;
-    }
-    double peak = 2.0 * M * K * Nn / gbest;
+    double peak = bench_sgemm_peak(be, N, c->d_model, 4 * c->d_model);
     printf("{\"config\": \"%s\", \"B\": %d, \"T\": %d, \"threads\": %d, \"openblas_core\": \"%s\", \"params\": %llu, "
            "\"active_params\": %llu, \"step_s\": %.4f, \"best_step_s\": %.4f, \"tokens_per_s\": %.1f, "
            "\"flops_per_token\": %.4g, \"achieved_gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, \"mfu_vs_sgemm\": %.4f, "
@@ -79,7 +56,6 @@ int main(int argc, char **argv)
            argv[1], B, T, omp_get_max_threads(), gpt_blas_corename(), (unsigned long long)total,
            (unsigned long long)active, secs, best, N / secs, flops_tok, flops_tok * N / secs / 1e9, peak / 1e9,
            flops_tok * N / secs / peak, loss.total);
-    be->free(be, A), be->free(be, Bm), be->free(be, C);
     gpt_model_free(m);
     be->destroy(be);
     gpt_config_free(&cfg);
