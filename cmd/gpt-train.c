@@ -64,7 +64,7 @@ static void usage(FILE *f)
             "      --resume             continue from the latest checkpoint in --out-dir\n"
             "      --init-from CKPT     start from a checkpoint's weights (fine-tuning)\n"
             "      --zero1              shard the optimizer state over data-parallel ranks\n"
-            "      --precision P        fp32 (bf16, fp16 need the CUDA backend)\n"
+            "      --precision P        fp32, bf16 or fp16 GEMM operands (fp32 master weights; fp16 scales the loss)\n"
             "      --device DEV         cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
             "                           GPU is visible, else cpu); under mpirun each rank takes its local GPU\n"
             "      --peak-tflops X      per-rank peak, for the MFU column\n"
@@ -208,8 +208,9 @@ static int print_plan(const char *name, const gpt_model_config *mc, const gpt_tr
                             (long long)o->global_batch, o->micro_batch, m.dp);
         accum = (int)(o->global_batch / per);
     }
-    int half = o->precision != GPT_PREC_FP32;
-    gpt_plan_opts po = {o->micro_batch, T, accum, half ? 2 : 4, 4, half ? 2 : 4};
+    /* bf16 / fp16 round GEMM operands only: parameters, gradients and activations stay fp32, and
+     * the plan counts what the runtime allocates. */
+    gpt_plan_opts po = {o->micro_batch, T, accum, 4, 4, 4};
     gpt_plan p;
     if (gpt_plan_compute(mc, &m, &po, &p, err) < 0) return -1;
     gpt_plan_print(&p, name, stdout);

@@ -10,6 +10,7 @@
 // one block sums each target row's segment in source order, which is the CPU's order too.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -23,6 +24,7 @@
 extern "C" {
 #include "backend.h"
 #include "error.h"
+#include "half.h"
 }
 #include "backend_cuda.h"
 
@@ -305,20 +307,34 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, i
     dst[i] = __float2bfloat16_rn(src[(i / cols) * ld + i % cols]);
 }
 
-// GPT_CUDA_GEMM=bf16: both operands rounded to bf16 on the way in (the fp32 originals, parameters
-// included, stay untouched: they are the master copies), products summed in fp32, C stays fp32.
-static void gemm_bf16(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc)
+__global__ void to_fp16_kernel(__half *dst, const float *src, int rows, int cols, int ld)
+{
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * cols) return;
+    dst[i] = __float2half_rn(src[(i / cols) * ld + i % cols]); // overflow -> inf, as half.h
+}
+
+// GPT_CUDA_GEMM=bf16 or be->gemm_prec bf16 / fp16 (mixed-precision training): both operands rounded
+// on the way in (the fp32 originals, parameters included, stay untouched: they are the master
+// copies), products summed in fp32, C stays fp32: the CPU backend's gemm_prec, on tensor cores.
+static void gemm_half(gpt_backend *be, int fp16, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     cuda_ctx *c = CTX(be);
     int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    size_t abytes = align256((size_t)ar * ac * sizeof(__nv_bfloat16));
-    char *s = (char *)scratch(be, abytes + (size_t)br * bc * sizeof(__nv_bfloat16), "gemm");
-    __nv_bfloat16 *Ah = (__nv_bfloat16 *)s, *Bh = (__nv_bfloat16 *)(s + abytes);
-    to_bf16_kernel<<<nblocks((size_t)ar * ac, 256), 256, 0, c->stream>>>(Ah, A, ar, ac, lda);
-    to_bf16_kernel<<<nblocks((size_t)br * bc, 256), 256, 0, c->stream>>>(Bh, B, br, bc, ldb);
+    size_t abytes = align256((size_t)ar * ac * 2);
+    char *s = (char *)scratch(be, abytes + (size_t)br * bc * 2, "gemm");
+    void *Ah = s, *Bh = s + abytes;
+    if (fp16) {
+        to_fp16_kernel<<<nblocks((size_t)ar * ac, 256), 256, 0, c->stream>>>((__half *)Ah, A, ar, ac, lda);
+        to_fp16_kernel<<<nblocks((size_t)br * bc, 256), 256, 0, c->stream>>>((__half *)Bh, B, br, bc, ldb);
+    } else {
+        to_bf16_kernel<<<nblocks((size_t)ar * ac, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)Ah, A, ar, ac, lda);
+        to_bf16_kernel<<<nblocks((size_t)br * bc, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)Bh, B, br, bc, ldb);
+    }
+    cudaDataType_t t = fp16 ? CUDA_R_16F : CUDA_R_16BF;
     CKB("gemm", cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-                             Bh, CUDA_R_16BF, bc, Ah, CUDA_R_16BF, ac, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                             Bh, t, bc, Ah, t, ac, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                              CUBLAS_GEMM_DEFAULT));
 }
 
@@ -330,8 +346,8 @@ static void cu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float 
     if (M > 0 && N > 0) {
         if (K == 0) {
             scale2d_kernel<<<nblocks((size_t)M * N, 256), 256, 0, c->stream>>>(C, ldc, M, N, beta);
-        } else if (c->gemm_mode == GEMM_BF16) {
-            gemm_bf16(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        } else if (be->gemm_prec != GPT_GEMM_FP32 || c->gemm_mode == GEMM_BF16) {
+            gemm_half(be, be->gemm_prec == GPT_GEMM_FP16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         } else {
             // Row-major C (M x N) is column-major C^T (N x M): C^T = op(B)^T op(A)^T.
             CKB("gemm", cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,

@@ -162,6 +162,12 @@ struct gpt_backend {
     /* Whether any of x[0, n) is inf or NaN. */
     int (*nonfinite)(gpt_backend *be, const float *x, size_t n);
 
+    /* ---- state ---- */
+    /* The precision gemm rounds both operands to (half.h GPT_GEMM_*): fp32 (0, the default), bf16
+     * or fp16, with fp32 products, sums and C, as cuBLAS computes half-precision inputs with
+     * CUBLAS_COMPUTE_32F. Mixed-precision training sets it; the fp32 originals (the master
+     * weights among them) are never modified. */
+    int gemm_prec;
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */

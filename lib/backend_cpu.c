@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "half.h"
 #include "kv_quant.h"
 #include "mxfp4.h"
 #include "optim.h"
@@ -88,14 +89,40 @@ static void cpu_zero(gpt_backend *be, void *p, size_t bytes)
     if (bytes) memset(p, 0, bytes);
 }
 
+/* rows x cols of src (stride ld) rounded to the operand precision, packed. */
+static real *round_packed(int prec, const real *src, int rows, int cols, int ld)
+{
+    real *dst = gpt_xmalloc((size_t)rows * cols * sizeof *dst);
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols >= PAR_MIN)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)r * cols + c] = (real)gpt_round_half((float)src[(size_t)r * ld + c], prec);
+    return dst;
+}
+
+/* Mixed precision on a CPU without half-precision GEMM: the operands are rounded into packed copies
+ * and multiplied in fp32, which gives the numbers (not the speed) of a bf16 / fp16 tensor-core GEMM. */
+static void cpu_gemm_half(int prec, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+                          const real *B, int ldb, real beta, real *C, int ldc)
+{
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    real *Ah = round_packed(prec, A, ar, ac, lda), *Bh = round_packed(prec, B, br, bc, ldb);
+    GPT_CPU_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, Ah, ac,
+                Bh, bc, beta, C, ldc);
+    free(Ah);
+    free(Bh);
+}
+
 static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
                      const real *B, int ldb, real beta, real *C, int ldc)
 {
-    (void)be;
     if (M == 0 || N == 0) return;
     if (K == 0) {
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    if (be->gemm_prec != GPT_GEMM_FP32) {
+        cpu_gemm_half(be->gemm_prec, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     GPT_CPU_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,

@@ -810,6 +810,7 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
 
     /* ---- loss ---- */
     m->smoothing = opts ? opts->label_smoothing : 0.0f;
+    const double lscale = opts && opts->loss_scale > 0 ? opts->loss_scale : 1.0;
     be->to_device(be, m->targets, targets, (size_t)N * sizeof(int));
     int64_t scored = 0;
     for (int i = 0; i < N; i++) {
@@ -874,7 +875,7 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
         float *g = gpt_xmalloc((size_t)E * sizeof *g);
         for (int e = 0; e < E; e++) {
             aux += (cnt[e] / R) * (ps[e] / R);
-            g[e] = (float)(c->router_aux_loss_coef * E * cnt[e] / (R * R));
+            g[e] = (float)(lscale * c->router_aux_loss_coef * E * cnt[e] / (R * R));
         }
         out.aux = aux * E;
         out.total += c->router_aux_loss_coef * out.aux;
@@ -885,7 +886,7 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
     }
     free(losses);
     free(correct);
-    m->dscale = scored ? 1.0 / (double)scored : 0.0;
+    m->dscale = scored ? lscale / (double)scored : 0.0;
     m->have_loss = 1;
     if (loss) *loss = out;
     return 0;

@@ -22,6 +22,8 @@ typedef struct gpt_model gpt_model;
 
 typedef struct gpt_forward_opts {
     float label_smoothing; /* 0..1 */
+    double loss_scale;     /* the backward computes the gradient of loss_scale * loss (0 = 1): dynamic
+                            * loss scaling for fp16, undone by the trainer before clipping */
 } gpt_forward_opts;
 
 typedef struct gpt_loss {

@@ -3,6 +3,7 @@
 
 #include "backend_select.h"
 #include "checkpoint.h"
+#include "half.h"
 #include "model_pp.h"
 #include "comm_nccl.h"
 #include "model_tp.h"
@@ -310,12 +311,6 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         gpt_errf(err, "no training data: set train.data.train or pass --data FILE");
         goto fail;
     }
-    /* bf16/fp16 (and the loss scaler they need) arrive with the CUDA backend. */
-    if (to->precision != GPT_PREC_FP32) {
-        gpt_errf(err, "train.precision %s: the CPU backend trains in fp32 only; use precision: fp32",
-                        to->precision == GPT_PREC_BF16 ? "bf16" : "fp16");
-        goto fail;
-    }
     if (to->zero1 && dp == 1) to->zero1 = 0;
 
     tr->train = gpt_data_open((const char *const *)to->train_files, to->n_train, to->seq_len, to->data_mode,
@@ -338,6 +333,10 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     }
     int cuda_dev;
     if (!(tr->be = open_backend(tr, &cuda_dev, err))) goto fail;
+    /* Mixed precision: every GEMM (forward and backward) takes bf16 / fp16 operands with fp32
+     * sums; parameters, gradients and AdamW stay fp32 (the master copies). */
+    tr->be->gemm_prec = to->precision == GPT_PREC_BF16 ? GPT_GEMM_BF16
+                        : to->precision == GPT_PREC_FP16 ? GPT_GEMM_FP16 : GPT_GEMM_FP32;
     if (!tr->be->adamw || !tr->be->sumsq) {
         gpt_errf(err, "the %s backend has no optimizer ops (adamw, sumsq); train with --device cpu", tr->be->name);
         goto fail;
@@ -440,7 +439,7 @@ static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
     int *tok = gpt_xmalloc((size_t)o->grad_accum * n * sizeof *tok), *tgt = gpt_xmalloc((size_t)o->grad_accum * n * sizeof *tgt);
     for (int a = 0; a < o->grad_accum; a++)
         gpt_data_next(tr->train, c->rank, c->size, o->micro_batch, tok + a * n, tgt + a * n);
-    gpt_forward_opts fo = {(float)o->label_smoothing};
+    gpt_forward_opts fo = {(float)o->label_smoothing, tr->scaler.scale};
     int rc = gpt_pp_run(tr->model, ppc, (gpt_pp_schedule)o->pp_schedule, o->grad_accum, tok, tgt, o->micro_batch,
                         o->seq_len, &fo, 1, sums, NULL, err);
     free(tok);
@@ -454,7 +453,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     const gpt_train_opts *o = &tr->o;
     gpt_comm *c = tr->mesh.dp_comm, *tpc = tr->mesh.tp_comm;
     const int B = o->micro_batch, T = o->seq_len, dp = c->size;
-    gpt_forward_opts fo = {(float)o->label_smoothing};
+    gpt_forward_opts fo = {(float)o->label_smoothing, tr->scaler.scale};
     memset(st, 0, sizeof *st);
     gpt_model_zero_grad(tr->model);
     /* sums: ce * n, nll * n, correct, scored */
@@ -480,7 +479,8 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         if (gpt_pp_sync_tied(tr->model, tr->mesh.pp_comm, tr->hgrads, err) < 0) return -1;
         tr->be->to_device(tr->be, dgrad, tr->hgrads, tr->n * sizeof(float));
     }
-    const float gscale = (float)(1.0 / ((double)o->grad_accum * dp));
+    /* The gradient sums grad_accum micro-batch means on each of dp ranks, times the loss scale. */
+    const float gscale = (float)(1.0 / ((double)o->grad_accum * dp * tr->scaler.scale));
     float *g = dgrad + tr->shard_lo; /* this rank's part after the reduction */
     size_t gn = tr->shard_hi - tr->shard_lo;
     if (dp > 1 && tr->dev_comm) {
@@ -523,9 +523,12 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     /* A non-finite norm means a non-finite gradient somewhere (the norm is the same on every rank,
      * so all ranks skip together). */
     int finite = isfinite(norm) && isfinite(st->loss);
+    st->loss_scale = tr->scaler.scale;
     if (!gpt_loss_scaler_update(&tr->scaler, !finite) || !finite) {
         st->skipped = 1;
-        tr->bad_in_row++;
+        /* fp16: a gradient overflow at a scale >= 1 is the scaler's to handle (it backs off);
+         * non-finite losses, and overflows the scaler cannot cure, count towards giving up. */
+        if (!(tr->scaler.enabled && isfinite(st->loss) && st->loss_scale >= 1.0)) tr->bad_in_row++;
         tr->step++;
         if (tr->bad_in_row >= o->max_bad_steps)
             return gpt_errf(err, "step %lld: %d steps in a row had a non-finite loss or gradient (loss %g, grad norm "
@@ -601,10 +604,17 @@ static void log_step(gpt_trainer *tr, const gpt_step_stats *st, double dt, doubl
                 "\"tok_s\":%.1f,",
                 (long long)tr->step, st->loss, st->nll, exp(st->nll), st->acc, st->lr, st->grad_norm, tok_s);
         if (mfu >= 0) fprintf(tr->metrics, "\"mfu\":%.5f,", mfu);
+        if (tr->scaler.enabled) fprintf(tr->metrics, "\"loss_scale\":%.17g,", st->loss_scale);
         fprintf(tr->metrics, "\"skipped\":%s,\"time\":%.3f}\n", st->skipped ? "true" : "false", elapsed);
         fflush(tr->metrics);
     }
-    if (o->quiet || tr->comm->rank != 0 || (tr->step % o->log_interval && tr->step != o->steps)) return;
+    if (o->quiet || tr->comm->rank != 0) return;
+    if (st->skipped && tr->scaler.enabled && isfinite(st->loss)) {
+        fprintf(stderr, "step %lld: gradient overflow at loss scale %g: step skipped, scale now %g\n",
+                (long long)tr->step, st->loss_scale, tr->scaler.scale);
+        return;
+    }
+    if (tr->step % o->log_interval && tr->step != o->steps && !st->skipped) return;
     char mfus[32] = "-";
     if (mfu >= 0) snprintf(mfus, sizeof mfus, "%.1f%%", 100 * mfu);
     char bar[40] = "";

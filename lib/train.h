@@ -86,6 +86,7 @@ extern const char *const gpt_train_keys[];
 typedef struct gpt_step_stats {
     double loss, nll, acc, lr, grad_norm, tokens;
     int skipped; /* non-finite gradient: the update was not applied */
+    double loss_scale; /* the scale this step's backward ran with (1 without fp16) */
 } gpt_step_stats;
 
 typedef struct gpt_trainer {
