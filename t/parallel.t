@@ -105,6 +105,11 @@ run -np 2 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --stop-at 2 -o "$tmp/pp
     "$train" -c tiny-gpt2 $D --grad-accum 2 --resume -o "$tmp/ppmix" 2>>"$tmp/err" &&
     close "$tmp/a2" "$tmp/ppmix" "--pp 2 to step 2, resumed on one rank to 4, vs one rank"
 ok $? "a checkpoint saved under PP=2 resumes on one rank"
+# the issue's case: saved under tp 2 x pp 2, resumed under dp 2 (same global batch: 2 x 4 windows)
+run -np 4 "$train" -c tiny-gpt2 $D --grad-accum 2 --pp 2 --tp 2 --stop-at 2 -o "$tmp/tpppmix" 2>>"$tmp/err" &&
+    run -np 2 "$train" -c tiny-gpt2 $D --resume -o "$tmp/tpppmix" 2>>"$tmp/err" &&
+    close "$tmp/a2" "$tmp/tpppmix" "tp 2 x pp 2 to step 2, resumed under dp 2 to 4, vs one rank"
+ok $? "a checkpoint saved under tp 2 x pp 2 resumes under dp 2"
 
 # ---- inference across ranks ----
 shared=${GPT_SHARED:-../shared}
