@@ -14,6 +14,7 @@
 
 #include "blas_check.h"
 #include "comm.h"
+#include "comm_count.h"
 #include "config.h"
 #include "fileio.h"
 #include "mesh.h"
@@ -76,6 +77,8 @@ static void usage(FILE *f)
             "      --print-mesh         print every rank's mesh coordinates and exit\n"
             "      --dump-config        print the effective config and exit\n"
             "      --plan               print per-rank memory for the mesh (--dp ...) and exit (allocates nothing)\n"
+            "      --log-parallel PREFIX  every rank appends a JSON line per step to PREFIX.rankR.jsonl: pipeline\n"
+            "                           compute/wait time and schedule, bytes per collective, peak RSS\n"
             "  -q, --quiet              no per-step lines\n"
             "  -h, --help               this help\n"
             "      --version            print the version\n");
@@ -227,8 +230,8 @@ int main(int argc, char **argv)
     size_t n_sets = 0, n_data = 0, n_val = 0;
     int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0, plan = 0;
     int64_t stop_at = 0;
-    const char *device = "auto";
-    enum { O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_DEVICE, O_KEY };
+    const char *device = "auto", *plog = NULL;
+    enum { O_PLOG = 999, O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_DEVICE, O_KEY };
     struct option lo[64];
     size_t nlo = 0;
     lo[nlo++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -243,6 +246,7 @@ int main(int argc, char **argv)
     lo[nlo++] = (struct option){"stop-at", required_argument, NULL, O_STOP_AT};
     lo[nlo++] = (struct option){"plan", no_argument, NULL, O_PLAN};
     lo[nlo++] = (struct option){"device", required_argument, NULL, O_DEVICE};
+    lo[nlo++] = (struct option){"log-parallel", required_argument, NULL, O_PLOG};
     lo[nlo++] = (struct option){"quiet", no_argument, NULL, 'q'};
     lo[nlo++] = (struct option){"help", no_argument, NULL, 'h'};
     lo[nlo++] = (struct option){"version", no_argument, NULL, O_VERSION};
@@ -272,6 +276,7 @@ int main(int argc, char **argv)
         case O_DUMP: dump = 1; break;
         case O_PRINT_MESH: print_mesh = 1; break;
         case O_DEVICE: device = optarg; break;
+        case O_PLOG: plog = optarg; break;
         case O_STOP_AT: {
             char *end;
             errno = 0;
@@ -332,6 +337,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "gpt-train: %s\n", err.msg);
         return 1;
     }
+    /* counted from the start, so the mesh's sub-communicators count too */
+    if (plog) comm = gpt_comm_counting(comm);
     int status = 1;
     gpt_config cfg;
     gpt_ynode *rroot = NULL;
@@ -371,6 +378,7 @@ int main(int argc, char **argv)
     o.quiet = quiet;
     o.stop_at = stop_at;
     o.device = device;
+    o.parallel_log = plog;
     if (dump) {
         if (comm->rank == 0 && gpt_config_dump(&cfg, stdout, &err) < 0) goto fail;
         status = 0;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model_pp.h"
 
@@ -23,24 +24,49 @@ typedef struct {
 
 enum { TAG_FWD = 1, TAG_BWD = 2 };
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+/* rc of a blocking send/recv started at t0, its time charged to waiting */
+static int waited(pl *p, double t0, int rc)
+{
+    p->st->t_wait += now() - t0;
+    return rc;
+}
+static void record(pl *p, int op)
+{
+    if (p->st->order && p->st->order_len < p->st->order_cap) p->st->order[p->st->order_len] = op;
+    p->st->order_len++;
+}
+
 static int recv_fwd(pl *p, int i)
 {
     if (p->first) return 0;
     p->xin[i] = gpt_xmalloc(p->xf * sizeof(float));
     if (++p->in_flight > p->st->max_in_flight) p->st->max_in_flight = p->in_flight;
-    return p->pp->recv(p->pp, p->xin[i], p->xf * sizeof(float), p->stage - 1, TAG_FWD, p->err);
+    double t0 = now();
+    return waited(p, t0, p->pp->recv(p->pp, p->xin[i], p->xf * sizeof(float), p->stage - 1, TAG_FWD, p->err));
 }
 static int send_fwd(pl *p)
 {
-    return p->last ? 0 : p->pp->send(p->pp, p->xout, p->xf * sizeof(float), p->stage + 1, TAG_FWD, p->err);
+    if (p->last) return 0;
+    double t0 = now();
+    return waited(p, t0, p->pp->send(p->pp, p->xout, p->xf * sizeof(float), p->stage + 1, TAG_FWD, p->err));
 }
 static int recv_bwd(pl *p)
 {
-    return p->last ? 0 : p->pp->recv(p->pp, p->dout, p->xb * sizeof(float), p->stage + 1, TAG_BWD, p->err);
+    if (p->last) return 0;
+    double t0 = now();
+    return waited(p, t0, p->pp->recv(p->pp, p->dout, p->xb * sizeof(float), p->stage + 1, TAG_BWD, p->err));
 }
 static int send_bwd(pl *p)
 {
-    return p->first ? 0 : p->pp->send(p->pp, p->din, p->xb * sizeof(float), p->stage - 1, TAG_BWD, p->err);
+    if (p->first) return 0;
+    double t0 = now();
+    return waited(p, t0, p->pp->send(p->pp, p->din, p->xb * sizeof(float), p->stage - 1, TAG_BWD, p->err));
 }
 /* with the next stage: it receives our output before sending its gradient */
 static int send_fwd_recv_bwd(pl *p) { return send_fwd(p) < 0 ? -1 : recv_bwd(p); }
@@ -51,10 +77,13 @@ static int fwd(pl *p, int i, int count)
 {
     gpt_loss L;
     size_t o = (size_t)i * p->N;
-    if (gpt_model_forward_stage(p->m, p->tok + o, p->tgt + o, p->B, p->T, p->fo, p->first ? NULL : p->xin[i],
-                                p->last ? NULL : p->xout, &L, p->err) < 0)
-        return -1;
+    double t0 = now();
+    int rc = gpt_model_forward_stage(p->m, p->tok + o, p->tgt + o, p->B, p->T, p->fo, p->first ? NULL : p->xin[i],
+                                     p->last ? NULL : p->xout, &L, p->err);
+    p->st->t_compute += now() - t0;
+    if (rc < 0) return -1;
     p->resident = i;
+    if (count) p->st->n_fwd++, record(p, i + 1);
     if (p->last && count) {
         p->sums[0] += L.ce * (double)L.n_scored;
         p->sums[1] += L.nll * (double)L.n_scored;
@@ -71,7 +100,11 @@ static int bwd(pl *p, int i)
         if (fwd(p, i, 0) < 0) return -1;
         p->st->recomputed++;
     }
-    if (gpt_model_backward_stage(p->m, p->last ? NULL : p->dout, p->first ? NULL : p->din, p->err) < 0) return -1;
+    double t0 = now();
+    int rc = gpt_model_backward_stage(p->m, p->last ? NULL : p->dout, p->first ? NULL : p->din, p->err);
+    p->st->t_compute += now() - t0;
+    if (rc < 0) return -1;
+    p->st->n_bwd++, record(p, -(i + 1));
     p->resident = -1;
     if (!p->first) {
         free(p->xin[i]);
@@ -109,11 +142,13 @@ static int one_f_one_b(pl *p, int m)
 int gpt_pp_run(gpt_model *m, gpt_comm *pp, gpt_pp_schedule sched, int n_micro, const int *tok, const int *tgt, int B,
                int T, const gpt_forward_opts *fo, int backward, double *sums, gpt_pp_stats *stats, gpt_err *err)
 {
-    gpt_pp_stats local = {0, 0};
+    gpt_pp_stats local = {0};
     pl p = {0};
     p.m = m, p.pp = pp, p.B = B, p.T = T, p.tok = tok, p.tgt = tgt, p.fo = fo, p.sums = sums, p.err = err;
     p.st = stats ? stats : &local;
+    int *order = p.st->order, order_cap = p.st->order_cap;
     memset(p.st, 0, sizeof *p.st);
+    p.st->order = order, p.st->order_cap = order_cap;
     p.P = gpt_model_pp_info(m, &p.stage, NULL, NULL);
     if (p.P != pp->size || p.stage != pp->rank)
         return gpt_errf(err, "pipeline: the model is stage %d of %d but the pp communicator has rank %d of %d",

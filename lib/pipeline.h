@@ -30,6 +30,16 @@ typedef enum gpt_pp_schedule { GPT_PP_GPIPE = 0, GPT_PP_1F1B = 1 } gpt_pp_schedu
 typedef struct gpt_pp_stats {
     int max_in_flight; /* most stage inputs held at once */
     int recomputed;    /* stage forwards re-run for a backward */
+    /* Where the stage's time went (seconds, monotonic clock): in the model's stage forward and
+     * backward (recomputation included), and blocked in send/recv, which is the pipeline bubble
+     * plus the copy itself. Cheap enough to be always on: a clock read per call. */
+    double t_compute, t_wait;
+    int n_fwd, n_bwd; /* micro-batch forwards (not recomputations) and backwards run */
+    /* Optional, the caller's: the ops in the order they ran, i + 1 for micro-batch i's forward,
+     * -(i + 1) for its backward (pp_schedule.h's encoding); at most order_cap are stored,
+     * order_len counts them all. Kept across the reset at the start of gpt_pp_run. */
+    int *order;
+    int order_cap, order_len;
 } gpt_pp_stats;
 
 /* backward 0: forward only (evaluation). sums (last stage; untouched elsewhere): [0] += ce * n,

@@ -8,6 +8,7 @@
 #include "comm_nccl.h"
 #include "model_tp.h"
 #include "pipeline.h"
+#include "train_stats.h"
 
 #include <errno.h>
 #include <math.h>
@@ -396,6 +397,7 @@ void gpt_trainer_free(gpt_trainer *tr)
     free(tr->tok);
     free(tr->tgt);
     if (tr->metrics) fclose(tr->metrics);
+    gpt_trainer_stats_free(tr);
     if (tr->dev_comm) gpt_comm_free(tr->dev_comm);
     if (tr->be) tr->be->destroy(tr->be);
     /* Options belong to the caller. */
@@ -441,7 +443,7 @@ static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
         gpt_data_next(tr->train, c->rank, c->size, o->micro_batch, tok + a * n, tgt + a * n);
     gpt_forward_opts fo = {(float)o->label_smoothing, tr->scaler.scale};
     int rc = gpt_pp_run(tr->model, ppc, (gpt_pp_schedule)o->pp_schedule, o->grad_accum, tok, tgt, o->micro_batch,
-                        o->seq_len, &fo, 1, sums, NULL, err);
+                        o->seq_len, &fo, 1, sums, tr->pp_stats, err);
     free(tok);
     free(tgt);
     if (rc < 0) return -1;
@@ -647,11 +649,13 @@ int gpt_train_run(gpt_trainer *tr, volatile sig_atomic_t *stop, gpt_err *err)
     double t_start = now_s();
     int stopped = 0;
     while (tr->step < o->steps) {
+        if (o->parallel_log && gpt_trainer_stats_begin(tr, err) < 0) return -1;
         double t = now_s();
         gpt_step_stats st;
         if (gpt_trainer_step(tr, &st, err) < 0) return -1;
         double t1 = now_s();
         log_step(tr, &st, t1 - t, t1 - t_start, first);
+        if (o->parallel_log && gpt_trainer_stats_log(tr, t1 - t, err) < 0) return -1;
         if (tr->val && o->eval_interval > 0 && (tr->step % o->eval_interval == 0 || tr->step == o->steps)) {
             double vl, va;
             if (gpt_trainer_eval(tr, &vl, &va, err) < 0) return -1;

@@ -73,6 +73,9 @@ typedef struct gpt_train_opts {
     /* the backend, as gpt_backend_open names it (not owned; NULL: "cpu"). Under mpirun "cuda" and
      * "auto" take device local_rank, one GPU per rank. */
     const char *device;
+    /* not owned; NULL: off. Each rank appends one JSON line per step to PREFIX.rankR.jsonl: its
+     * pipeline timing and the bytes of every collective (train_stats.h; gpt-train --log-parallel). */
+    const char *parallel_log;
 } gpt_train_opts;
 
 void gpt_train_opts_default(gpt_train_opts *o);
@@ -114,6 +117,8 @@ typedef struct gpt_trainer {
     unsigned char *tp_split; /* per local tensor: cut across tp ranks (norms count the rest once);
                               * 2: a pipeline stage's copy of a tensor stage 0 owns (not counted) */
     gpt_comm *dev_comm;  /* NULL, or a dp communicator over backend memory (NCCL): no host staging */
+    FILE *plog;          /* o.parallel_log's file (every rank) */
+    struct gpt_pp_stats *pp_stats; /* the last step's pipeline statistics (with o.parallel_log) */
 } gpt_trainer;
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
