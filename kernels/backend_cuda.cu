@@ -60,14 +60,14 @@ enum {
     P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX,
     P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS,
     P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_TO_DEVICE, P_TO_HOST, P_ZERO, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED,
-    P_ADAMW, P_SUMSQ, P_SCALE, P_NONFINITE, P_MXFP4_MATMUL, P_COUNT
+    P_ADAMW, P_SUMSQ, P_SCALE, P_NONFINITE, P_MXFP4_MATMUL, P_KV_STORE_Q, P_ATTN_CACHED_Q, P_SAMPLE, P_ADAMW_SR, P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
     "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope",
     "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax",
     "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows",
     "scatter_add_rows", "row_dot", "xent", "to_device", "to_host", "zero", "rope_pos", "kv_store", "attn_cached",
-    "adamw", "sumsq", "scale", "nonfinite", "mxfp4_matmul"};
+    "adamw", "sumsq", "scale", "nonfinite", "mxfp4_matmul", "kv_store_q", "attn_cached_q", "sample", "adamw_sr"};
 
 struct cuda_ctx {
     int device;
@@ -1155,6 +1155,9 @@ static void cu_xent(gpt_backend *be, float *losses, int *correct, float *dlogits
 
 #include "optim_ops.cuh"
 #include "mxfp4_ops.cuh"
+#include "kv_quant_ops.cuh"
+#include "sample_ops.cuh"
+#include "adamw_sr_ops.cuh"
 
 static void cu_destroy(gpt_backend *be)
 {
@@ -1287,5 +1290,9 @@ extern "C" gpt_backend *gpt_backend_cuda(int device, gpt_err *err)
     be->scale = cu_scale;
     be->nonfinite = cu_nonfinite;
     be->mxfp4_matmul = cu_mxfp4_matmul;
+    be->kv_store_q = cu_kv_store_q;
+    be->attn_cached_q = cu_attn_cached_q;
+    be->sample = cu_sample;
+    be->adamw_sr = cu_adamw_sr;
     return be;
 }

@@ -10,6 +10,7 @@
 #define GPT_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct gpt_backend gpt_backend;
 
@@ -19,6 +20,14 @@ typedef struct gpt_adamw_args {
     float decay;      /* p *= decay first: 1 - lr * weight_decay, or 1 for tensors that do not decay */
     float step_size, bc2_sqrt, w1, b2, w2, eps;
 } gpt_adamw_args;
+
+/* The filters of the optional sample op (sampling.h's meanings; penalties stay with the caller). */
+typedef struct gpt_sample_args {
+    double temperature; /* <= 0: greedy */
+    int top_k;          /* 0: off; 1: greedy */
+    double top_p;       /* 1: off */
+    double min_p;       /* 0: off */
+} gpt_sample_args;
 
 enum { GPT_NORM_OP_LAYERNORM = 0, GPT_NORM_OP_RMSNORM = 1 };
 enum { GPT_KV_F32 = 0, GPT_KV_BF16 = 1, GPT_KV_INT8 = 2 }; /* KV-cache entry types */
@@ -161,6 +170,20 @@ struct gpt_backend {
     void (*scale)(gpt_backend *be, float *x, float a, size_t n);
     /* Whether any of x[0, n) is inf or NaN. */
     int (*nonfinite)(gpt_backend *be, const float *x, size_t n);
+    /* adamw (same bits for p, m, v), then pb[i] = p[i] rounded to bf16 stochastically: up in
+     * magnitude with probability (the part below bf16 precision) / (one bf16 step), so the copy's
+     * expectation is p[i]. The random bits are a function of (seed, i). pb: n uint16 (bf16). */
+    void (*adamw_sr)(gpt_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     const gpt_adamw_args *a, uint16_t *pb, uint64_t seed);
+
+    /* ---- sampling on the device: optional (NULL when a backend lacks it) ---- */
+    /* For each of n rows of logits (row r at logits + r*ld, V columns): the token that
+     * gpt_sampler_candidates (temperature, top-k, top-p, min-p; no penalties) and gpt_sample's draw
+     * pick with the uniform u[r] in [0, 1) (n doubles). out[r] = the id when the row's draw used
+     * u[r]; -1 - id when the row had a single candidate (greedy, a non-finite maximum, or one
+     * survivor of the filters), where gpt_sample draws nothing. out, u: backend memory. */
+    void (*sample)(gpt_backend *be, int *out, const float *logits, int ld, int n, int V, const gpt_sample_args *a,
+                   const double *u);
 
     /* ---- state ---- */
     /* The precision gemm rounds both operands to (half.h GPT_GEMM_*): fp32 (0, the default), bf16

@@ -7,6 +7,10 @@
  * Attention: tiled flash kernels for training (online softmax from the sink logit, causal and
  * window tiles skipped, deterministic backward) and split-K decoding over the KV cache (shared
  * memory independent of the context length).
+ * Optional ops it has: KV caches in bf16 or int8 (kv_store_q, attn_cached_q: the same cache bytes
+ * as the CPU backend), sampling where the logits are (sample: one int per sequence per step comes
+ * back; gpt_generate uses it when no penalties are set), AdamW with a stochastically rounded bf16
+ * copy of the parameters (adamw_sr), and mxfp4_matmul.
  *
  * Environment (read when the backend is created):
  *   GPT_CUDA_GEMM=fp32|tf32|bf16  GEMM math: fp32 (default); TF32 tensor cores (~1e-3 relative);

@@ -9,6 +9,7 @@
 
 #include "beam.h"
 #include "gen_internal.h"
+#include "model_tp.h"
 
 const char *gpt_finish_name(gpt_finish f)
 {
@@ -135,6 +136,48 @@ int gpt_gen_is_eos(const gpt_gen_opts *o, uint32_t id)
     return 0;
 }
 
+/* Device sampling (the backend's sample op) for `rows` rows of device logits: ids[r] is what
+ * gpt_sample would return, and rng ends where the host path leaves it. The host path draws one
+ * uniform per row that has more than one candidate, in row order; which rows have one is known
+ * only after the op. So every row gets a uniform from the generator, and when a single-candidate
+ * row has shifted a later row's uniform the op runs once more with the right ones (the candidate
+ * sets do not depend on the uniforms). */
+typedef struct dev_sampler {
+    gpt_backend *be;
+    gpt_sample_args a;
+    int greedy;
+    double *u;      /* host, rows */
+    int *o;         /* host, rows */
+    double *u_d;    /* backend memory */
+    int *o_d;
+} dev_sampler;
+
+static void dev_sample_run(dev_sampler *d, const float *logits, int ld, int rows, int V)
+{
+    d->be->to_device(d->be, d->u_d, d->u, (size_t)rows * sizeof *d->u);
+    d->be->sample(d->be, d->o_d, logits, ld, rows, V, &d->a, d->u_d);
+    d->be->to_host(d->be, d->o, d->o_d, (size_t)rows * sizeof *d->o);
+}
+
+static void dev_sample(dev_sampler *d, const float *logits, int ld, int rows, int V, gpt_rng *rng, int *ids)
+{
+    gpt_rng r0 = d->greedy ? (gpt_rng){{0}} : *rng;
+    for (int r = 0; r < rows; r++) d->u[r] = d->greedy ? 0.0 : gpt_rng_uniform(rng);
+    dev_sample_run(d, logits, ld, rows, V);
+    if (!d->greedy) {
+        int again = 0;
+        *rng = r0;
+        for (int r = 0; r < rows; r++)
+            if (d->o[r] >= 0) {
+                double x = gpt_rng_uniform(rng);
+                again |= x != d->u[r];
+                d->u[r] = x;
+            }
+        if (again) dev_sample_run(d, logits, ld, rows, V);
+    }
+    for (int r = 0; r < rows; r++) ids[r] = d->o[r] >= 0 ? d->o[r] : -1 - d->o[r];
+}
+
 int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, gpt_gen_req *reqs, int n,
                  gpt_rng *rng, gpt_gen_stats *st, gpt_err *err)
 {
@@ -176,6 +219,22 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
     int *tok = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *tok);
     int *sq = gpt_xmalloc(((size_t)(n > 0 ? n : 1) * GPT_KV_CHUNK) * sizeof *sq);
     float *logits = gpt_xmalloc((size_t)(n > 0 ? n : 1) * V * sizeof *logits);
+    const gpt_sampling *sp = &o->sampling;
+    dev_sampler ds = {.be = gpt_model_backend(m)};
+    int *ids = gpt_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *ids);
+    int on_dev = ds.be->sample && !o->host_sampling && !gpt_model_tp_comm(m) && sp->repetition_penalty == 1 &&
+                 sp->presence_penalty == 0 && sp->frequency_penalty == 0;
+    if (on_dev) {
+        ds.a = (gpt_sample_args){.temperature = sp->temperature, .top_k = sp->top_k, .top_p = sp->top_p,
+                                 .min_p = sp->min_p};
+        /* gpt_sample without a generator returns the most likely candidate: the argmax */
+        ds.greedy = !rng || sp->temperature <= 0 || sp->top_k == 1;
+        if (ds.greedy) ds.a.temperature = 0;
+        ds.u = gpt_xcalloc((size_t)(n > 0 ? n : 1), sizeof *ds.u);
+        ds.o = gpt_xcalloc((size_t)(n > 0 ? n : 1), sizeof *ds.o);
+        ds.u_d = ds.be->alloc(ds.be, (size_t)(n > 0 ? n : 1) * sizeof *ds.u);
+        ds.o_d = ds.be->alloc(ds.be, (size_t)(n > 0 ? n : 1) * sizeof *ds.o);
+    }
     if (!kc) goto out;
     double t0 = now_s();
     /* prefill all but the last prompt token, GPT_KV_CHUNK per sequence per call */
@@ -197,11 +256,13 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
         for (int i = 0; i < n; i++)
             if (S[i].active) tok[rows] = (int)S[i].hist.v[S[i].hist.n - 1], sq[rows++] = i;
         if (!rows) break;
-        if (gpt_model_extend(m, kc, tok, sq, rows, logits, err) < 0) goto out;
+        if (gpt_model_extend(m, kc, tok, sq, rows, on_dev ? NULL : logits, err) < 0) goto out;
+        if (on_dev) dev_sample(&ds, gpt_model_logits(m), c->padded_vocab_size, rows, V, rng, ids);
         for (int r = 0; r < rows; r++) {
             int i = sq[r];
             gpt_gen_req *q = &reqs[i];
-            uint32_t id = (uint32_t)gpt_sample(smp, logits + (size_t)r * V, S[i].hist.v, S[i].hist.n, rng);
+            uint32_t id = on_dev ? (uint32_t)ids[r]
+                                 : (uint32_t)gpt_sample(smp, logits + (size_t)r * V, S[i].hist.v, S[i].hist.n, rng);
             gpt_ids_push(&S[i].hist, id);
             gpt_ids_push(&q->out, id);
             int eos = gpt_gen_is_eos(o, id);
@@ -240,7 +301,9 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
     rc = 0;
 out:
     for (int i = 0; i < n; i++) gpt_ids_free(&S[i].hist), free(S[i].text.buf);
-    free(S), free(tok), free(sq), free(logits);
+    free(S), free(tok), free(sq), free(logits), free(ids), free(ds.u), free(ds.o);
+    if (ds.u_d) ds.be->free(ds.be, ds.u_d);
+    if (ds.o_d) ds.be->free(ds.be, ds.o_d);
     gpt_sampler_free(smp);
     gpt_kv_cache_free(kc);
     return rc;

@@ -43,6 +43,9 @@ typedef struct gpt_gen_opts {
     gpt_gen_stream_fn stream;
     void *stream_user;
     int kv_dtype;             /* GPT_KV_F32 (default), GPT_KV_BF16 or GPT_KV_INT8 (backend.h) */
+    /* Without penalties (and without TP), a backend with the sample op picks the tokens where the
+     * logits are, the same tokens for the same seed; 1 keeps sampling on the host (for checks). */
+    int host_sampling;
 } gpt_gen_opts;
 
 gpt_gen_opts gpt_gen_defaults(void);
