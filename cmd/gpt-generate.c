@@ -14,7 +14,9 @@
 #include "generate.h"
 #include "harmony.h"
 #include "comm.h"
+#include "mesh.h"
 #include "model_load.h"
+#include "model_pp.h"
 #include "model_tp.h"
 #include "tokenizer.h"
 #include "tokens.h"
@@ -60,19 +62,21 @@ static const char usage_text[] =
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
     "      --tp N                tensor parallel over N ranks: mpirun -np N gpt-generate --tp N ...\n"
     "                            (prompts from -p or -f FILE; rank 0 prints)\n"
+    "      --pp N                pipeline parallel over N stages (layer ranges, each with its KV cache\n"
+    "                            slice); with --tp T: mpirun -np T*N gpt-generate --tp T --pp N ...\n"
     "  -q, --quiet               no timing summary on stderr\n"
     "  -h, --help                this help        --version    the version\n";
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP
 };
 
 typedef struct {
     const char *model, *file, *system, *reasoning, *device;
     char **prompts;
     int n_prompts;
-    int jsonl, tokens, batch, no_stream, chat, show_reasoning, quiet, seed_given, tp;
+    int jsonl, tokens, batch, no_stream, chat, show_reasoning, quiet, seed_given, tp, pp;
     gpt_gen_opts g;
     uint32_t *eos;
     int n_eos, no_eos;
@@ -272,7 +276,7 @@ int main(int argc, char **argv)
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
         {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
-        {"cache-dtype", 1, 0, O_CACHE},
+        {"cache-dtype", 1, 0, O_CACHE}, {"pp", 1, 0, O_PP},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -365,6 +369,10 @@ int main(int argc, char **argv)
             if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--tp wants 1..4096, not '%s'", optarg));
             o.tp = (int)v;
             break;
+        case O_PP:
+            if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--pp wants 1..4096, not '%s'", optarg));
+            o.pp = (int)v;
+            break;
         case 'q': o.quiet = 1; break;
         case 'h': fputs(usage_text, stdout); EXIT(0);
         case O_VERSION: printf(PROG " %s\n", GPT_VERSION); EXIT(0);
@@ -381,18 +389,29 @@ int main(int argc, char **argv)
     if (!o.n_prompts && (!o.file || !strcmp(o.file, "-")) && isatty(0))
         EXIT(usage_error("no prompts: give -p TEXT or -f FILE, or pipe prompts in"));
 
-    if (o.tp > 1 && !o.n_prompts && (!o.file || !strcmp(o.file, "-")))
-        EXIT(usage_error("--tp: give prompts with -p or -f FILE (standard input reaches one rank only)"));
+    int tpn = o.tp > 1 ? o.tp : 1, ppn = o.pp > 1 ? o.pp : 1;
+    if (tpn * ppn > 1 && !o.n_prompts && (!o.file || !strcmp(o.file, "-")))
+        EXIT(usage_error("--%s: give prompts with -p or -f FILE (standard input reaches one rank only)", tpn > 1 ? "tp" : "pp"));
 
     gpt_err err = {{0}};
     int status = 0;
     /* tensor parallel: every rank loads the whole model, keeps its piece, and runs the same
      * requests; gathered logits make every rank sample the same tokens, rank 0 prints */
+    /* pipeline parallel: each stage keeps its layers (and their KV cache); activations go stage to
+     * stage and the last stage's logits are broadcast, so again every rank samples the same tokens */
     gpt_comm *world = NULL;
-    if (o.tp > 1) {
-        if (!(world = gpt_comm_open(&argc, &argv, &err)) || world->size != o.tp) {
-            fprintf(stderr, PROG ": --tp %d: %s%d ranks launched; run mpirun -np %d " PROG " --tp %d ...\n", o.tp,
-                    world ? "" : err.msg, world ? world->size : 1, o.tp, o.tp);
+    gpt_mesh mesh = {0};
+    if (tpn * ppn > 1) {
+        if (!(world = gpt_comm_open(&argc, &argv, &err)) || world->size != tpn * ppn) {
+            if (!world || world->rank == 0) /* the same on every rank: say it once */
+                fprintf(stderr, PROG ": --tp %d --pp %d: %s%d ranks launched; run mpirun -np %d " PROG " --tp %d --pp %d ...\n",
+                    tpn, ppn, world ? "" : err.msg, world ? world->size : 1, tpn * ppn, tpn, ppn);
+            if (world) gpt_comm_close(world);
+            EXIT(1);
+        }
+        if (gpt_mesh_init(&mesh, world, 1, tpn, ppn, 1, &err) < 0) {
+            if (world->rank == 0) fprintf(stderr, PROG ": %s\n", err.msg);
+            gpt_comm_close(world);
             EXIT(1);
         }
         if (world->rank != 0) {
@@ -411,18 +430,22 @@ int main(int argc, char **argv)
         be->destroy(be);
         EXIT(1);
     }
-    gpt_model *whole = lm.model;
     if (world) {
-        gpt_model *pm = gpt_model_tp_from(whole, world, &err);
+        gpt_model *pm = ppn > 1 ? gpt_model_pp_from(lm.model, mesh.tp_comm, ppn, mesh.pp_rank, &err)
+                                : gpt_model_tp_from(lm.model, mesh.tp_comm, &err);
         if (!pm) {
-            fprintf(stderr, PROG ": %s\n", err.msg);
+            if (world->rank == 0) fprintf(stderr, PROG ": %s\n", err.msg);
             gpt_model_close(&lm);
             be->destroy(be);
+            gpt_mesh_free(&mesh);
+            gpt_comm_close(world);
             EXIT(1);
         }
-        lm.model = pm; /* generation runs on the piece; the whole model is freed at the end */
+        gpt_model_pp_set_comm(pm, mesh.pp_comm);
+        gpt_model_free(lm.model); /* generation runs on the piece */
+        lm.model = pm;
     }
-    const gpt_model_config *mc = gpt_model_config_of(whole);
+    const gpt_model_config *mc = gpt_model_full_config(lm.model);
     gpt_tokenizer *tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err);
     if (!tk) {
         fprintf(stderr, PROG ": model %s: tokenizer: %s\n", o.model, err.msg);
@@ -607,14 +630,10 @@ int main(int argc, char **argv)
     gpt_ids_free(&tokin);
 done:
     gpt_tokenizer_free(tk);
-    if (world) {
-        gpt_model_free(lm.model);
-        lm.model = whole;
-    }
     gpt_model_close(&lm);
     be->destroy(be);
     free(o.prompts), free(o.eos), free(o.stop), free(o.sets);
     if (fflush(stdout) != 0) status = 1;
-    if (world) gpt_comm_close(world);
+    if (world) gpt_mesh_free(&mesh), gpt_comm_close(world);
     return status;
 }

@@ -94,6 +94,7 @@ struct gpt_model {
     int pp, pp_stage, pp_l0, pp_l1, pp_noembed, pp_nohead;
     const float *pp_in, *pp_dout;
     float *pp_out, *pp_din;
+    gpt_comm *pp_comm; /* inference: gpt_model_extend moves activations stage to stage (not owned) */
 };
 
 static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
@@ -1021,7 +1022,10 @@ gpt_kv_cache *gpt_kv_cache_create_ex(gpt_model *m, int n_seq, int max_len, const
         kc->vs = gpt_xcalloc((size_t)c->n_layers, sizeof *kc->vs);
     }
     size_t w = (size_t)c->n_kv_heads * c->d_head, es = kv_elem_size(dtype);
+    int kl0, kl1;
+    gpt_model_pp_info(m, NULL, &kl0, &kl1);
     for (int l = 0; l < c->n_layers; l++) {
+        if (l < kl0 || l >= kl1) continue; /* PP: a stage caches only its own layers (k[l] NULL) */
         int win = window_of(m, l);
         /* A sliding layer keeps a ring of its window, plus room for the tokens of one call: the
          * newest of them must not overwrite keys the oldest still reads. */
@@ -1041,6 +1045,7 @@ void gpt_kv_cache_free(gpt_kv_cache *kc)
     if (!kc) return;
     gpt_backend *be = kc->m->be;
     for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+        if (!kc->k[l]) continue; /* PP: another stage's layer */
         be->free(be, kc->k[l]);
         be->free(be, kc->v[l]);
         if (kc->ks) be->free(be, kc->ks[l]), be->free(be, kc->vs[l]);
@@ -1067,6 +1072,7 @@ void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src)
     if (kc->dtype != GPT_KV_F32) { /* through the host: the backend has no device copy of bytes */
         size_t es = kv_elem_size(kc->dtype), KV = (size_t)kc->m->cfg.n_kv_heads;
         for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+            if (!kc->k[l]) continue;
             size_t slots = (size_t)(kc->len[src] < kc->ring[l] ? kc->len[src] : kc->ring[l]), per = (size_t)kc->ring[l];
             unsigned char *tmp = gpt_xmalloc(slots * w * es + 1);
             void *planes[2] = {kc->k[l], kc->v[l]};
@@ -1085,6 +1091,7 @@ void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src)
         return;
     }
     for (int l = 0; l < kc->m->cfg.n_layers; l++) {
+        if (!kc->k[l]) continue;
         size_t per = (size_t)kc->ring[l] * w, used = (size_t)(kc->len[src] < kc->ring[l] ? kc->len[src] : kc->ring[l]) * w;
         float *planes[2] = {kc->k[l], kc->v[l]};
         for (int p = 0; p < 2; p++) { /* the backend has no device copy: zero + axpy is one, exactly */
@@ -1094,6 +1101,27 @@ void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src)
         }
     }
     kc->len[dst] = kc->len[src];
+}
+
+/* PP inference (gpt_model_pp_set_comm): the previous stage's rows in, this stage's layers, the
+ * rows out to the next stage. Every stage runs the same calls in the same order, so the
+ * blocking send/recv pairs match. */
+static int pp_extend_fwd(gpt_model *m, int n, const attn_mode *am, gpt_err *err)
+{
+    enum { TAG_EXTEND = 5 };
+    gpt_comm *pp = m->pp_comm;
+    size_t xf = (size_t)n * m->cfg.d_model + gpt_model_pp_fwd_extra(m);
+    float *in = m->pp_noembed ? gpt_xmalloc(xf * sizeof *in) : NULL;
+    float *out = m->pp_nohead ? gpt_xmalloc(xf * sizeof *out) : NULL;
+    int rc = in ? pp->recv(pp, in, xf * sizeof *in, m->pp_stage - 1, TAG_EXTEND, err) : 0;
+    if (rc == 0) {
+        m->pp_in = in, m->pp_out = out;
+        model_fwd(m, n, am);
+        m->pp_in = NULL, m->pp_out = NULL;
+        if (out) rc = pp->send(pp, out, xf * sizeof *out, m->pp_stage + 1, TAG_EXTEND, err);
+    }
+    free(in), free(out);
+    return rc;
 }
 
 int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
@@ -1135,9 +1163,14 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
         be->to_device(be, kc->pos_d, pos, (size_t)n * sizeof(int));
         m->have_loss = 0;
         attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d};
-        model_fwd(m, n, &am);
-        for (int s = 0; s < kc->n_seq; s++) kc->len[s] += added[s];
-        if (logits && m->tp) {
+        if (m->pp_comm)
+            rc = pp_extend_fwd(m, n, &am, err);
+        else
+            model_fwd(m, n, &am);
+        for (int s = 0; s < kc->n_seq && rc == 0; s++) kc->len[s] += added[s];
+        if (rc < 0 || m->pp_nohead) {
+            /* PP: the logits are the last stage's (broadcast below) */
+        } else if (logits && m->tp) {
             /* TP inference: gather the vocabulary slices into full rows (the caller samples) */
             int V = c->vocab_size, Vl = c->padded_vocab_size, P = m->tp->size;
             float *mine = gpt_xmalloc((size_t)n * Vl * sizeof *mine), *all = gpt_xmalloc((size_t)P * n * Vl * sizeof *all);
@@ -1156,6 +1189,8 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
                 for (int i = 0; i < n; i++)
                     be->to_host(be, logits + (size_t)i * V, m->logits + (size_t)i * Vp, (size_t)V * sizeof(float));
         }
+        if (rc == 0 && logits && m->pp_comm)
+            rc = m->pp_comm->broadcast(m->pp_comm, logits, (size_t)n * c->vocab_size * sizeof *logits, m->pp - 1, err);
     }
     free(pos);
     free(added);
@@ -1196,3 +1231,6 @@ int gpt_model_pp_info(const gpt_model *m, int *stage, int *l0, int *l1)
     if (l1) *l1 = m->pp_l1 ? m->pp_l1 : m->cfg.n_layers;
     return m->pp ? m->pp : 1;
 }
+
+void gpt_model_pp_set_comm(gpt_model *m, gpt_comm *pp) { m->pp_comm = m->pp > 1 ? pp : NULL; }
+gpt_comm *gpt_model_pp_comm(const gpt_model *m) { return m->pp_comm; }

@@ -205,3 +205,31 @@ int gpt_pp_sync_tied(const gpt_model *m, gpt_comm *pp, float *hgrads, gpt_err *e
     free(other);
     return rc;
 }
+
+gpt_model *gpt_model_pp_from(gpt_model *whole, gpt_comm *tp, int pp, int stage, gpt_err *err)
+{
+    if (gpt_model_is_mxfp4(whole))
+        return gpt_errf(err, "tensor/pipeline-parallel inference cuts fp32 expert weights: use --experts f32"), NULL;
+    if (tp && tp->size <= 1) tp = NULL;
+    const gpt_model_config *full = gpt_model_config_of(whole);
+    gpt_backend *be = gpt_model_backend(whole);
+    gpt_model *m = gpt_model_create_pp(full, be, tp, pp, stage, err);
+    if (!m) return NULL;
+    gpt_model_config local;
+    gpt_param_table lt;
+    if (gpt_model_tp_config(full, tp ? tp->size : 1, &local, err) < 0 || gpt_params_build(&local, &lt, err) < 0) {
+        gpt_model_free(m);
+        return NULL;
+    }
+    size_t nf = gpt_model_params(whole)->total, ns = gpt_model_params(m)->total;
+    float *fh = gpt_xmalloc(nf * sizeof *fh), *th = tp ? gpt_xcalloc(lt.total, sizeof *th) : fh;
+    float *sh = gpt_xcalloc(ns + 1, sizeof *sh);
+    be->to_host(be, fh, gpt_model_param_data(whole), nf * sizeof *fh);
+    if (tp) gpt_tp_scatter(full, tp->size, tp->rank, fh, th);
+    gpt_pp_extract(m, th, sh);
+    be->to_device(be, gpt_model_param_data(m), sh, ns * sizeof *sh);
+    if (th != fh) free(th);
+    free(fh), free(sh);
+    gpt_params_free(&lt);
+    return m;
+}

@@ -52,6 +52,19 @@ unsigned char *gpt_pp_shadow_flags(const gpt_model *m);
  * stage layout), over pp (the stages of one tp, dp position). No-op without a tied embedding. */
 int gpt_pp_sync_tied(const gpt_model *m, gpt_comm *pp, float *hgrads, gpt_err *err);
 
+/* ---- inference across stages ----
+ * Every rank loads the whole (one-rank) model and keeps its stage's piece, tensor-parallel over tp
+ * (NULL or size 1: none): the stage model's parameters, ready to run. pp 1: gpt_model_tp_from
+ * (or a copy of the whole model's parameters when tp is NULL too). The caller frees whole. */
+gpt_model *gpt_model_pp_from(gpt_model *whole, gpt_comm *tp, int pp, int stage, gpt_err *err);
+/* Gives a stage its pp communicator (the stages of one tp, dp position; not owned, must outlive
+ * the model): gpt_model_extend then receives its input rows from the previous stage, sends its
+ * output to the next, and the logits the caller asks for come from the last stage, broadcast to
+ * every stage (so every stage samples the same tokens). A KV cache of a stage holds only the
+ * stage's layers. A no-op on a model of one stage. */
+void gpt_model_pp_set_comm(gpt_model *m, gpt_comm *pp);
+gpt_comm *gpt_model_pp_comm(const gpt_model *m); /* NULL when none was set */
+
 /* Internal (model.c). */
 gpt_model *gpt_model_pp_create_(const gpt_model_config *cfg, gpt_backend *be, const gpt_param_table *tab, int gpt2,
                                 int pp, int stage, int l0, int l1);
