@@ -67,6 +67,16 @@ static int s_recv(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_e
     return gpt_errf(err, "receive from rank %d: a single-process communicator has no peers", peer);
 }
 
+static int s_alltoallv(gpt_comm *c, const float *send, const size_t *scounts, const size_t *sdispls, float *recv,
+                       const size_t *rcounts, const size_t *rdispls, gpt_err *err)
+{
+    (void)c;
+    if (scounts[0] != rcounts[0])
+        return gpt_errf(err, "all-to-all: one rank sends itself %zu floats but expects %zu", scounts[0], rcounts[0]);
+    if (scounts[0]) memmove(recv + rdispls[0], send + sdispls[0], scounts[0] * sizeof(float));
+    return 0;
+}
+
 gpt_comm *gpt_comm_single(void)
 {
     gpt_comm *c = gpt_xcalloc(1, sizeof *c);
@@ -86,6 +96,7 @@ gpt_comm *gpt_comm_single(void)
     c->split = s_split;
     c->send = s_send;
     c->recv = s_recv;
+    c->alltoallv = s_alltoallv;
     return c;
 }
 
@@ -210,6 +221,23 @@ static int m_recv(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_e
     }
     return 0;
 }
+static int m_alltoallv(gpt_comm *c, const float *send, const size_t *scounts, const size_t *sdispls, float *recv,
+                       const size_t *rcounts, const size_t *rdispls, gpt_err *err)
+{
+    /* MPI counts and displacements are int: refuse what does not fit rather than wrap */
+    int P = c->size, *v = gpt_xmalloc((size_t)4 * (size_t)P * sizeof *v), rc;
+    for (int r = 0; r < P; r++) {
+        if (scounts[r] > INT_MAX || sdispls[r] > INT_MAX || rcounts[r] > INT_MAX || rdispls[r] > INT_MAX) {
+            free(v);
+            return gpt_errf(err, "MPI all-to-all: more than %d floats to or from rank %d; use more ranks or smaller "
+                                 "micro-batches", INT_MAX, r);
+        }
+        v[r] = (int)scounts[r], v[P + r] = (int)sdispls[r], v[2 * P + r] = (int)rcounts[r], v[3 * P + r] = (int)rdispls[r];
+    }
+    rc = MPI_Alltoallv(send, v, v + P, MPI_FLOAT, recv, v + 2 * P, v + 3 * P, MPI_FLOAT, COMM(c));
+    free(v);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-to-all", rc);
+}
 static gpt_comm *m_wrap(MPI_Comm mc, int world);
 static gpt_comm *m_split(gpt_comm *c, int color, int key, gpt_err *err)
 {
@@ -249,6 +277,7 @@ static gpt_comm *m_wrap(MPI_Comm mc, int world)
     c->split = m_split;
     c->send = m_send;
     c->recv = m_recv;
+    c->alltoallv = m_alltoallv;
     return c;
 }
 

@@ -41,6 +41,13 @@ struct gpt_comm {
      * rank with the same tag, in order. */
     int (*send)(gpt_comm *c, const void *buf, size_t bytes, int peer, int tag, gpt_err *err);
     int (*recv)(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_err *err);
+    /* All-to-all with variable counts (expert parallelism's token exchange): send[sdispls[r],
+     * + scounts[r]) goes to rank r, and recv[rdispls[r], + rcounts[r]) arrives from rank r; counts and
+     * displacements are in floats, arrays of size entries, and rcounts[r] must equal what rank r
+     * sends here (exchange the counts first). Host memory; NULL on communicators that do not offer
+     * it (NCCL). */
+    int (*alltoallv)(gpt_comm *c, const float *send, const size_t *scounts, const size_t *sdispls, float *recv,
+                     const size_t *rcounts, const size_t *rdispls, gpt_err *err);
 };
 
 /* One process: collectives are copies. */
