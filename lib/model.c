@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model_ep.h"
 #include "model_pp.h"
 #include "model_tp.h"
 #include "mxfp4.h"
@@ -95,6 +96,8 @@ struct gpt_model {
     const float *pp_in, *pp_dout;
     float *pp_out, *pp_din;
     gpt_comm *pp_comm; /* inference: gpt_model_extend moves activations stage to stage (not owned) */
+    /* expert parallelism (model_ep.h): NULL = every expert here */
+    gpt_ep_state *ep;
 };
 
 static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
@@ -336,6 +339,7 @@ void gpt_model_free(gpt_model *m)
     free(m->mx_blocks), free(m->mx_scales), free(m->mx_t), free(m->mx_of_layer);
     free(m->p.layer);
     free(m->g.layer);
+    gpt_ep_state_free_(m->ep);
     gpt_params_free(&m->tab);
     free(m);
 }
@@ -422,7 +426,8 @@ static void alloc_acts(gpt_model *m, int Nrows)
         if (moe) {
             a->rlogits = AF(N * E), a->rprobs = AF(N * E), a->topk_idx = AI(NK), a->topk_w = AF(NK);
             a->perm_tok = AI(NK), a->perm_slot = AI(NK), a->pw = AF(NK);
-            a->xe = AF(NK * C), a->gu = AF(NK * 2 * F), a->h = AF(NK * F), a->ye = AF(NK * C);
+            a->xe = AF(NK * C), a->ye = AF(NK * C);
+            if (!m->ep) a->gu = AF(NK * 2 * F), a->h = AF(NK * F); /* EP: the owners keep them (model_ep.c) */
             a->offsets_h = gpt_xcalloc(E + 1, sizeof(int));
             a->counts_h = gpt_xcalloc(E, sizeof(float));
             a->probsum_h = gpt_xcalloc(E, sizeof(float));
@@ -435,7 +440,8 @@ static void alloc_acts(gpt_model *m, int Nrows)
     m->logits = m->pp_nohead ? NULL : AF(N * Vp), m->losses = AF(N), m->correct = AI(N);
     m->dres = AF(N * C), m->dln = AF(N * C), m->datt = AF(N * A), m->dqkv = AF(N * QKV);
     if (moe) {
-        m->dye = AF(NK * C), m->dh = AF(NK * F), m->dgu = AF(NK * 2 * F), m->dxe = AF(NK * C);
+        m->dye = AF(NK * C), m->dxe = AF(NK * C);
+        if (!m->ep) m->dh = AF(NK * F), m->dgu = AF(NK * 2 * F);
         m->dpw = AF(NK), m->dtw = AF(NK), m->drl = AF(N * E), m->aux_g = AF(E);
     } else {
         m->dff = AF(N * F);
@@ -542,7 +548,9 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
     be->gather_rows(be, a->pw, a->topk_w, a->perm_slot, NULL, NK, 1);           // (NK)
     be->gather_rows(be, a->xe, x, a->perm_tok, NULL, NK, C);                     // (NK, C)
     int mgu = m->mxfp4 ? m->mx_of_layer[2 * l] : -1, mdn = m->mxfp4 ? m->mx_of_layer[2 * l + 1] : -1;
-    for (int e = 0; e < E; e++) {
+    if (m->ep) /* EP: the rows go to the experts' owners and come back (model_ep.h) */
+        gpt_ep_experts_fwd_(m->ep, be, l, a->ye, a->xe, a->offsets_h, NK, w->gu_w, w->gu_b, w->down_w, w->down_b);
+    for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
         if (mgu >= 0) /* MXFP4 rows (2F, C) */
@@ -553,8 +561,8 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
             linear_fwd(m, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F,
                        w->gu_b + (size_t)e * 2 * F, n, C, 2 * F, 1);             // (n, 2F)
     }
-    be->swiglu_fwd(be, a->h, a->gu, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit); // (NK, F)
-    for (int e = 0; e < E; e++) {
+    if (!m->ep) be->swiglu_fwd(be, a->h, a->gu, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit); // (NK, F)
+    for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
         const float *down_b = m->tp && m->tp->rank ? NULL : w->down_b + (size_t)e * C; /* TP: bias added once */
@@ -585,14 +593,17 @@ static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const flo
     tp_sum(m, m->dpw, (size_t)NK); /* TP: each rank dotted its partial ye */
     be->zero(be, m->dtw, (size_t)NK * sizeof(float));
     be->scatter_add_rows(be, m->dtw, m->dpw, a->perm_slot, NULL, NK, 1);         // (N, K)
-    for (int e = 0; e < E; e++) {
+    if (m->ep)
+        gpt_ep_experts_bwd_(m->ep, be, l, m->dxe, m->dye, a->offsets_h, NK, w->gu_w, w->down_w, g->gu_w, g->gu_b,
+                            g->down_w, g->down_b);
+    for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
         linear_bwd(m, m->dh + (size_t)r0 * F, F, 0, g->down_w + (size_t)e * F * C, g->down_b + (size_t)e * C,
                    m->dye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, n, F, C, 1);
     }
-    be->swiglu_bwd(be, m->dgu, a->gu, m->dh, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit);
-    for (int e = 0; e < E; e++) {
+    if (!m->ep) be->swiglu_bwd(be, m->dgu, a->gu, m->dh, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit);
+    for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
         linear_bwd(m, m->dxe + (size_t)r0 * C, C, 0, g->gu_w + (size_t)e * C * 2 * F, g->gu_b + (size_t)e * 2 * F,
@@ -1130,6 +1141,7 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
     const gpt_model_config *c = &m->cfg;
     gpt_backend *be = m->be;
     if (kc->m != m) return gpt_errf(err, "extend: the KV cache belongs to another model");
+    if (m->ep) return gpt_errf(err, "extend: an expert-parallel model trains only; load the full model to generate");
     if (n <= 0) return 0;
     int *pos = gpt_xmalloc((size_t)n * sizeof *pos), *added = gpt_xcalloc((size_t)kc->n_seq, sizeof *added);
     int rc = 0;
@@ -1223,6 +1235,9 @@ void gpt_model_pp_io_(gpt_model *m, const float *in, float *out, const float *do
 {
     m->pp_in = in, m->pp_out = out, m->pp_dout = dout, m->pp_din = din;
 }
+
+void gpt_model_ep_attach_(gpt_model *m, gpt_ep_state *s) { m->ep = s; }
+gpt_ep_state *gpt_model_ep_state_(const gpt_model *m) { return m->ep; }
 
 int gpt_model_pp_info(const gpt_model *m, int *stage, int *l0, int *l1)
 {

@@ -102,6 +102,13 @@ int gpt_plan_compute(const gpt_model_config *c, const gpt_plan_mesh *mesh, const
         scratch += ab * (NK * C + NK * F + NK * 2 * F + NK * C + 2 * NK + N * E + E);
     else
         scratch += ab * N * F;
+    if (moe && m.ep > 1) {
+        /* EP (lib/model_ep.c): the experts' owner keeps the rows it received as well as the sent
+         * ones, and its backward has three more rows-by-C buffers; the gate/up and hidden rows move
+         * to the owner. Balanced routing assumed: NK rows per rank on average (at most ep x NK). */
+        layer += ab * NK * C;
+        scratch += ab * 3 * NK * C;
+    }
     double rope = c->positions == GPT_POS_ROPE ? 4.0 * o->seq_len * (c->d_head / 2) * 2 : 0;
 
     for (int s = 0; s < m.pp; s++) {
@@ -192,4 +199,6 @@ void gpt_plan_print(const gpt_plan *p, const char *name, FILE *f)
             p->stage[0].in_flight, p->stage[0].in_flight == 1 ? "" : "es", (unsigned long long)a->n_params,
             p->max_stage);
     fprintf(f, "peak per rank: %.0f bytes (ZeRO-1: %.0f bytes)\n", a->total, z->total_zero1);
+    if (m->ep > 1)
+        fprintf(f, "note: gpt-train runs --ep with data parallelism only so far (no --tp, --pp or ZeRO-1 with it)\n");
 }

@@ -4,6 +4,7 @@
 #include "backend_select.h"
 #include "checkpoint.h"
 #include "half.h"
+#include "model_ep.h"
 #include "model_pp.h"
 #include "comm_nccl.h"
 #include "model_tp.h"
@@ -277,6 +278,25 @@ static gpt_backend *open_backend(gpt_trainer *tr, int *cuda_dev, gpt_err *err)
     return be;
 }
 
+/* What expert parallelism combines with so far: data parallelism, without ZeRO-1. */
+static int ep_check(gpt_trainer *tr, gpt_err *err)
+{
+    const gpt_mesh *m = &tr->mesh;
+    if (tr->mcfg.mlp != GPT_MLP_MOE)
+        return gpt_errf(err, "--ep %d: expert parallelism needs a mixture-of-experts model (model.mlp.type: moe); "
+                             "this one is dense: use --dp", m->ep);
+    if (tr->mcfg.n_experts % m->ep)
+        return gpt_errf(err, "--ep %d must divide the model's %d experts", m->ep, tr->mcfg.n_experts);
+    if (m->tp > 1 || m->pp > 1)
+        return gpt_errf(err, "--ep %d with --tp %d --pp %d: gpt-train combines expert parallelism with data "
+                             "parallelism only (--dp N --ep E); use --tp 1 --pp 1 with --ep, or --ep 1",
+                        m->ep, m->tp, m->pp);
+    if (tr->o.zero1)
+        return gpt_errf(err, "--ep %d with --zero1: ZeRO-1 does not shard expert-parallel optimizer state; drop "
+                             "--zero1 (train.zero1) or use --ep 1", m->ep);
+    return 0;
+}
+
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
                      gpt_err *err)
 {
@@ -287,11 +307,7 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     tr->saved_step = -1;
     gpt_train_opts *to = &tr->o;
     if (gpt_mesh_init(&tr->mesh, comm, to->mesh_dp, to->mesh_tp, to->mesh_pp, to->mesh_ep, err) < 0) return -1;
-    if (tr->mesh.ep > 1) {
-        gpt_errf(err, "--ep %d: gpt-train runs data, tensor and pipeline parallelism only so far (--dp, --tp, --pp)",
-                 tr->mesh.ep);
-        goto fail;
-    }
+    if (tr->mesh.ep > 1 && ep_check(tr, err) < 0) goto fail;
     const int dp = tr->mesh.dp;
     if (to->seq_len == 0) to->seq_len = mcfg->max_seq_len;
     if (to->seq_len > mcfg->max_seq_len) {
@@ -344,12 +360,18 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     }
     /* Gradients reduce on the device when a device communicator exists (NCCL); ZeRO-1's padded
      * shards still go through the host. */
-    if (cuda_dev >= 0 && dp > 1 && !to->zero1 && gpt_comm_nccl_available()) {
+    if (cuda_dev >= 0 && dp > 1 && !to->zero1 && tr->mesh.ep == 1 && gpt_comm_nccl_available()) {
         if (!(tr->dev_comm = gpt_comm_nccl(tr->mesh.dp_comm, cuda_dev, err))) goto fail;
     }
-    tr->model = gpt_model_create_pp(mcfg, tr->be, tr->mesh.tp_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
+    if (tr->mesh.ep > 1)
+        tr->model = gpt_model_create_ep(mcfg, tr->be, tr->mesh.ep_comm, err);
+    else
+        tr->model = gpt_model_create_pp(mcfg, tr->be, tr->mesh.tp_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
     if (!tr->model || gpt_params_build(mcfg, &tr->ftab, err) < 0) goto fail;
-    gpt_model_pp_init_params(tr->model, to->seed);
+    if (tr->mesh.ep > 1)
+        gpt_model_ep_init_params(tr->model, to->seed);
+    else
+        gpt_model_pp_init_params(tr->model, to->seed);
     tr->tp_split = gpt_tp_split_flags(mcfg, tr->mesh.tp);
     if (tr->mesh.pp > 1) pp_split_flags(tr);
     const gpt_param_table *tab = gpt_model_params(tr->model);
@@ -431,6 +453,28 @@ static double tp_sumsq(gpt_trainer *tr, size_t lo, size_t hi)
     return s;
 }
 
+/* Host gradients summed over the data-parallel ranks; with EP the expert shard (the end of the
+ * buffer, model_ep.h) only over the ranks holding the same experts. */
+static int grad_allreduce(gpt_trainer *tr, gpt_err *err)
+{
+    size_t nr = gpt_model_ep_replicated(tr->model);
+    gpt_comm *c = tr->mesh.dp_comm, *e = tr->mesh.edp_comm;
+    if (c->allreduce_sum(c, tr->hgrads, nr, err) < 0) return -1;
+    return nr < tr->n && e->size > 1 ? e->allreduce_sum(e, tr->hgrads + nr, tr->n - nr, err) : 0;
+}
+
+/* EP: the squared gradient norm, the expert shards summed over the expert group (each expert once). */
+static int ep_sumsq(gpt_trainer *tr, double *out, gpt_err *err)
+{
+    size_t nr = gpt_model_ep_replicated(tr->model);
+    const float *g = gpt_model_grad_data(tr->model);
+    double ex = tr->be->sumsq(tr->be, g + nr, tr->n - nr);
+    gpt_comm *e = tr->mesh.ep_comm;
+    if (e->allreduce_sum_f64(e, &ex, 1, err) < 0) return -1;
+    *out = tr->be->sumsq(tr->be, g, nr) + ex;
+    return 0;
+}
+
 /* PP: the step's grad_accum micro-batches through the pipeline; the loss sums (the last stage's)
  * end up on every stage. */
 static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
@@ -497,13 +541,14 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
             memcpy(tr->hgrads + per * (size_t)c->rank, recv, per * sizeof(float));
             free(recv);
             if (rc < 0) return -1;
-        } else if (c->allreduce_sum(c, tr->hgrads, tr->n, err) < 0) {
+        } else if (grad_allreduce(tr, err) < 0) {
             return -1;
         }
         tr->be->to_device(tr->be, g, tr->hgrads + tr->shard_lo, gn * sizeof(float));
     }
     sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi)
                                                   : tr->be->sumsq(tr->be, g, gn);
+    if (tr->mesh.ep > 1 && ep_sumsq(tr, &sums[4], err) < 0) return -1;
     if (!o->zero1) {
         /* Every rank holds the whole reduced gradient: the norm is local. */
         double loc = sums[4];
@@ -559,8 +604,11 @@ int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
     gpt_forward_opts fo = {0}; /* validation reports the plain cross-entropy */
     double sums[3] = {0, 0, 0};
     /* eval_steps micro-batches over all ranks, the same windows every time (sequential, unshuffled). */
-    for (int64_t i = c->rank; i < o->eval_steps; i += dp) {
-        gpt_data_fill(tr->val, (uint64_t)i * (uint64_t)B, B, tr->tok, tr->tgt);
+    /* EP: the ranks of an expert group exchange tokens in every forward, so all run as many (a rank
+     * past the end reruns window 0 and drops the result) */
+    int64_t end = tr->mesh.ep > 1 ? (o->eval_steps + dp - 1) / dp * dp : o->eval_steps;
+    for (int64_t i = c->rank; i < end; i += dp) {
+        gpt_data_fill(tr->val, (uint64_t)(i < o->eval_steps ? i : 0) * (uint64_t)B, B, tr->tok, tr->tgt);
         gpt_loss L;
         if (tr->mesh.pp > 1) { /* forward through the stages; the sums are the last stage's */
             double ps[4] = {0, 0, 0, 0};
@@ -570,6 +618,7 @@ int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
             continue;
         }
         if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0) return -1;
+        if (i >= o->eval_steps) continue;
         sums[0] += L.nll * (double)L.n_scored;
         sums[1] += (double)L.n_correct;
         sums[2] += (double)L.n_scored;
@@ -727,6 +776,11 @@ static float *to_full(gpt_trainer *tr, const float *local, gpt_err *err)
 {
     if (tr->mesh.pp > 1) return to_full_pp(tr, local, err);
     float *full = gpt_xcalloc(tr->ftab.total, sizeof *full);
+    if (tr->mesh.ep > 1) { /* EP: the expert shards gathered over the group */
+        if (gpt_ep_gather(tr->model, local, full, err) == 0) return full;
+        free(full);
+        return NULL;
+    }
     if (tr->mesh.tp == 1) {
         memcpy(full, local, tr->n * sizeof *full);
     } else if (gpt_tp_gather(&tr->mcfg, tr->mesh.tp_comm, local, full, err) < 0) {
@@ -772,7 +826,9 @@ static void from_full(gpt_trainer *tr, const float *full, float *local)
         gpt_params_free(&lt);
         return;
     }
-    if (tr->mesh.tp == 1)
+    if (tr->mesh.ep > 1)
+        gpt_ep_scatter(tr->model, full, local);
+    else if (tr->mesh.tp == 1)
         memcpy(local, full, tr->n * sizeof *local);
     else
         gpt_tp_scatter(&tr->mcfg, tr->mesh.tp, tr->mesh.tp_rank, full, local);
@@ -786,7 +842,7 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
      * offset, and one rank's whole model (no tp or pp) is already the full layout. */
     float *lm = gpt_xmalloc(tr->n_pad * sizeof(float)), *lv = gpt_xmalloc(tr->n_pad * sizeof(float));
     float *m = NULL, *v = NULL, *p = NULL;
-    int rc = 0, whole = tr->mesh.tp == 1 && tr->mesh.pp == 1;
+    int rc = 0, whole = tr->mesh.tp == 1 && tr->mesh.pp == 1 && tr->mesh.ep == 1;
     size_t off = tr->o.zero1 ? tr->n_pad / (size_t)tr->mesh.dp_comm->size * (size_t)tr->mesh.dp_comm->rank : 0;
     gpt_adamw_state_get(&tr->opt, lm + off, lv + off);
     gpt_trainer_sync_host(tr);

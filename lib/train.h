@@ -13,7 +13,10 @@
  * a mesh (mesh.h) of o.mesh_dp x o.mesh_tp ranks; the tp ranks of a data-parallel rank read the same
  * windows and hold one tensor-parallel model (model_tp.h). With o.mesh_pp > 1 each rank holds one
  * pipeline stage (model_pp.h) and the grad_accum micro-batches of a step are the pipeline's
- * micro-batches (pipeline.h, schedule o.pp_schedule); every stage reads the same windows.
+ * micro-batches (pipeline.h, schedule o.pp_schedule); every stage reads the same windows. With
+ * o.mesh_ep > 1 (data parallelism only: no tp, pp or ZeRO-1) the model is expert-parallel over
+ * mesh.ep_comm (model_ep.h): each rank reads its own windows, holds a range of the experts, and the
+ * gradients of that range are reduced over mesh.edp_comm instead of mesh.dp_comm.
  *
  * Gradient weighting. gpt_model_forward's loss is the mean over one micro-batch's scored tokens.
  * Training windows score every position (targets are the next tokens, none ignored), so every
