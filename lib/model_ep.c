@@ -32,7 +32,7 @@ struct gpt_ep_state {
     int *srows, *sdisp;        /* (ep): rows to each owner and where they start in the sorted rows */
     int *rrows, *rdisp;        /* (ep): rows from each sender, where they start in the received rows */
     int *eoff;                 /* (El + 1): the local experts' row ranges in the grouped rows */
-    float *fcnt;               /* (2 ep El) count exchange */
+    float *fcnt;               /* (4 ep El) count exchange */
 };
 
 /* A lost peer leaves the others waiting forever: every failure ends every rank. */
@@ -117,7 +117,7 @@ gpt_model *gpt_model_create_ep(const gpt_model_config *cfg, gpt_backend *be, gpt
     s->srows = gpt_xcalloc(P, sizeof(int)), s->sdisp = gpt_xcalloc(P, sizeof(int));
     s->rrows = gpt_xcalloc(P, sizeof(int)), s->rdisp = gpt_xcalloc(P, sizeof(int));
     s->eoff = gpt_xcalloc((size_t)s->El + 1, sizeof(int));
-    s->fcnt = gpt_xcalloc(2 * P * (size_t)s->El, sizeof(float));
+    s->fcnt = gpt_xcalloc(4 * P * (size_t)s->El, sizeof(float));
     s->be = be;
     gpt_model_ep_attach_(m, s);
     return m;
@@ -259,12 +259,16 @@ static void routes(gpt_ep_state *s, int l, const int *offsets, int exchange)
         s->srows[r] = offsets[(r + 1) * El] - offsets[r * El];
     }
     if (exchange) {
-        float *snd = s->fcnt, *rcv = s->fcnt + (size_t)P * El;
-        for (int e = 0; e < s->E; e++) snd[e] = (float)(offsets[e + 1] - offsets[e]); /* exact below 2^24 */
-        for (int r = 0; r < P; r++) s->sc[r] = s->rc[r] = (size_t)El, s->sd[r] = s->rd[r] = (size_t)r * El;
+        /* each count as two 16-bit halves, so the floats carry it exactly */
+        float *snd = s->fcnt, *rcv = s->fcnt + (size_t)2 * P * El;
+        for (int e = 0; e < s->E; e++) {
+            int k = offsets[e + 1] - offsets[e];
+            snd[2 * e] = (float)(k >> 16), snd[2 * e + 1] = (float)(k & 0xffff);
+        }
+        for (int r = 0; r < P; r++) s->sc[r] = s->rc[r] = (size_t)2 * El, s->sd[r] = s->rd[r] = (size_t)2 * r * El;
         gpt_err err = {0};
         must(s, s->comm->alltoallv(s->comm, snd, s->sc, s->sd, rcv, s->rc, s->rd, &err), &err);
-        for (int i = 0; i < P * El; i++) y->rcnt[i] = (int)rcv[i];
+        for (int i = 0; i < P * El; i++) y->rcnt[i] = (int)rcv[2 * i] << 16 | (int)rcv[2 * i + 1];
     }
     y->M = 0;
     for (int r = 0; r < P; r++) {
