@@ -58,6 +58,7 @@ static const char usage_text[] =
     "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
     "                            GPU is visible, else cpu)\n"
     "      --cache-dtype f32|bf16|int8   KV cache precision (default f32; int8: per-head scales)\n"
+    "      --device-sampling     sample on the GPU (experimental; no penalties, no --tp)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
     "      --tp N                tensor parallel over N ranks: mpirun -np N gpt-generate --tp N ...\n"
@@ -69,7 +70,7 @@ static const char usage_text[] =
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP, O_DEVSAMPLE
 };
 
 typedef struct {
@@ -276,7 +277,7 @@ int main(int argc, char **argv)
         {"stop", 1, 0, O_STOP}, {"no-stream", 0, 0, O_NOSTREAM}, {"chat", 0, 0, O_CHAT},
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
         {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
-        {"cache-dtype", 1, 0, O_CACHE}, {"pp", 1, 0, O_PP},
+        {"cache-dtype", 1, 0, O_CACHE}, {"pp", 1, 0, O_PP}, {"device-sampling", 0, 0, O_DEVSAMPLE},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -369,6 +370,7 @@ int main(int argc, char **argv)
             if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--tp wants 1..4096, not '%s'", optarg));
             o.tp = (int)v;
             break;
+        case O_DEVSAMPLE: o.g.device_sampling = 1; break;
         case O_PP:
             if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--pp wants 1..4096, not '%s'", optarg));
             o.pp = (int)v;

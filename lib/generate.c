@@ -222,7 +222,7 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
     const gpt_sampling *sp = &o->sampling;
     dev_sampler ds = {.be = gpt_model_backend(m)};
     int *ids = gpt_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *ids);
-    int on_dev = ds.be->sample && !o->host_sampling && !gpt_model_tp_comm(m) && sp->repetition_penalty == 1 &&
+    int on_dev = ds.be->sample && o->device_sampling && !gpt_model_tp_comm(m) && sp->repetition_penalty == 1 &&
                  sp->presence_penalty == 0 && sp->frequency_penalty == 0;
     if (on_dev) {
         ds.a = (gpt_sample_args){.temperature = sp->temperature, .top_k = sp->top_k, .top_p = sp->top_p,

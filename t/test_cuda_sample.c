@@ -201,11 +201,11 @@ static void check_generate(gpt_backend *gpu)
         gpt_gen_req b[3] = {{.prompt = p0, .n_prompt = 3}, {.prompt = p1, .n_prompt = 1}, {.prompt = p2, .n_prompt = 7}};
         gpt_rng ra, rb;
         gpt_rng_seed(&ra, 1234 + k), gpt_rng_seed(&rb, 1234 + k);
-        o.host_sampling = 1;
+        o.device_sampling = 0;
         long c0 = sample_calls;
         int rc1 = gpt_generate(m, NULL, &o, a, 3, &ra, NULL, &err);
         long host_calls = sample_calls - c0;
-        o.host_sampling = 0;
+        o.device_sampling = 1;
         c0 = sample_calls;
         int rc2 = gpt_generate(m, NULL, &o, b, 3, &rb, NULL, &err);
         long dev_calls = sample_calls - c0;

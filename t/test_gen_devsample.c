@@ -4,7 +4,7 @@
  * backend.h over the CPU sampler. What this checks is generate.c's side: the logits handed over,
  * the uniforms drawn in row order only for rows with more than one candidate (a single-candidate
  * row before a sampled one forces the second op call), the greedy case drawing nothing, and the
- * fallbacks (penalties, host_sampling) not calling the op. t/test_cuda_sample.c checks the CUDA
+ * fallbacks (penalties, device_sampling off) not calling the op. t/test_cuda_sample.c checks the CUDA
  * op itself against the same sampler. */
 #include <math.h>
 #include <stdio.h>
@@ -98,6 +98,7 @@ int main(void)
     for (size_t k = 0; k < sizeof set / sizeof *set; k++) {
         gpt_gen_opts o = gpt_gen_defaults();
         o.max_new_tokens = 20;
+        o.device_sampling = 1;
         o.sampling.temperature = set[k].temperature, o.sampling.top_p = set[k].top_p;
         o.sampling.min_p = set[k].min_p, o.sampling.top_k = set[k].top_k;
         o.sampling.repetition_penalty = set[k].rep;
@@ -131,15 +132,15 @@ int main(void)
                "uniforms (%ld single, %ld drawn, %ld calls for 20 steps)", set[k].name, ns, nd, nc);
         for (int i = 0; i < 4; i++) gpt_gen_req_free(&a[i]), gpt_gen_req_free(&b[i]);
     }
-    /* host_sampling = 1 keeps the op out */
+    /* device sampling is opt-in: the defaults keep the op out */
     gpt_gen_opts o = gpt_gen_defaults();
-    o.max_new_tokens = 5, o.sampling.temperature = 1, o.host_sampling = 1;
+    o.max_new_tokens = 5, o.sampling.temperature = 1;
     gpt_gen_req r = {.prompt = p0, .n_prompt = 3};
     gpt_rng rng;
     gpt_rng_seed(&rng, 5);
     long c0 = calls;
     ok(gpt_generate(md, NULL, &o, &r, 1, &rng, NULL, &err) == 0 && r.out.n == 5 && calls == c0,
-       "host_sampling = 1: the op is not called");
+       "device_sampling off (the default): the op is not called");
     gpt_gen_req_free(&r);
     gpt_model_free(mh), gpt_model_free(md);
     gpt_config_free(&cfg);
