@@ -65,6 +65,9 @@ static void usage(FILE *f)
             "      --resume             continue from the latest checkpoint in --out-dir\n"
             "      --init-from CKPT     start from a checkpoint's weights (fine-tuning)\n"
             "      --zero1              shard the optimizer state over data-parallel ranks\n"
+            "      --no-overlap-grad-reduce  reduce the gradients after backward, not during it\n"
+            "      --grad-bucket-mb X   gradients reduced per message while backward runs (default 25;\n"
+            "                           0 = one per layer)\n"
             "      --precision P        fp32, bf16 or fp16 GEMM operands (fp32 master weights; fp16 scales the loss)\n"
             "      --device DEV         cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
             "                           GPU is visible, else cpu); under mpirun each rank takes its local GPU\n"
@@ -122,6 +125,7 @@ static const struct {
     {"pp", "parallel.pp"},
     {"ep", "parallel.ep"},
     {"pp-schedule", "train.pp_schedule"},
+    {"grad-bucket-mb", "train.grad_bucket_mb"},
 };
 
 /* A YAML double-quoted string (JSON escapes), so any path survives --set. */
@@ -231,7 +235,7 @@ int main(int argc, char **argv)
     int resume = 0, zero1 = 0, quiet = 0, dump = 0, print_mesh = 0, plan = 0;
     int64_t stop_at = 0;
     const char *device = "auto", *plog = NULL;
-    enum { O_PLOG = 999, O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_DEVICE, O_KEY };
+    enum { O_PLOG = 999, O_SET = 1000, O_VAL, O_RESUME, O_ZERO1, O_DUMP, O_VERSION, O_STOP_AT, O_PRINT_MESH, O_PLAN, O_DEVICE, O_NO_OVERLAP, O_KEY };
     struct option lo[64];
     size_t nlo = 0;
     lo[nlo++] = (struct option){"config", required_argument, NULL, 'c'};
@@ -241,6 +245,7 @@ int main(int argc, char **argv)
     lo[nlo++] = (struct option){"val-data", required_argument, NULL, O_VAL};
     lo[nlo++] = (struct option){"resume", no_argument, NULL, O_RESUME};
     lo[nlo++] = (struct option){"zero1", no_argument, NULL, O_ZERO1};
+    lo[nlo++] = (struct option){"no-overlap-grad-reduce", no_argument, NULL, O_NO_OVERLAP};
     lo[nlo++] = (struct option){"dump-config", no_argument, NULL, O_DUMP};
     lo[nlo++] = (struct option){"print-mesh", no_argument, NULL, O_PRINT_MESH};
     lo[nlo++] = (struct option){"stop-at", required_argument, NULL, O_STOP_AT};
@@ -273,6 +278,10 @@ int main(int argc, char **argv)
             break;
         case O_RESUME: resume = 1; break;
         case O_ZERO1: zero1 = 1; break;
+        case O_NO_OVERLAP:
+            sets = gpt_xrealloc(sets, (n_sets + 1) * sizeof *sets);
+            sets[n_sets++] = gpt_xstrdup("train.overlap_grad_reduce=false");
+            break;
         case O_DUMP: dump = 1; break;
         case O_PRINT_MESH: print_mesh = 1; break;
         case O_DEVICE: device = optarg; break;

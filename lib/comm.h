@@ -5,7 +5,9 @@
  *   ...
  *   gpt_comm_close(c);
  *
- * Every collective is blocking and called by all ranks in the same order. A collective that fails
+ * Every collective is called by all ranks in the same order; all are blocking except the i*
+ * ones at the end of the struct (gradient sync overlapped with backward), which return a request
+ * to test or wait on. A collective that fails
  * returns -1 with a message; callers that cannot go on call c->abort, which ends every rank with
  * a non-zero status (MPI_Abort), so a dying rank never leaves the others hanging. */
 #ifndef GPT_COMM_H
@@ -16,6 +18,8 @@
 #include "error.h"
 
 typedef struct gpt_comm gpt_comm;
+/* A non-blocking collective in flight (NULL: already complete). */
+typedef struct gpt_comm_req gpt_comm_req;
 struct gpt_comm {
     const char *name; /* "single", "mpi" */
     int rank, size;
@@ -48,6 +52,19 @@ struct gpt_comm {
      * it (NCCL). */
     int (*alltoallv)(gpt_comm *c, const float *send, const size_t *scounts, const size_t *sdispls, float *recv,
                      const size_t *rcounts, const size_t *rdispls, gpt_err *err);
+    /* Non-blocking (may be NULL: the communicator has none; callers fall back to the blocking
+     * ones). They start the collective and set *req; buf belongs to the collective until wait.
+     * Requests of one communicator complete in any order but must be started in the same order on
+     * every rank. MPI without an asynchronous progress thread advances them only inside MPI calls:
+     * call test now and then while computing.
+     * iallreduce_sum: buf[0, n) = sum over ranks, in place (as allreduce_sum).
+     * ireduce_sum: root's buf[0, n) = sum over ranks; the others' buf is only read. */
+    int (*iallreduce_sum)(gpt_comm *c, float *buf, size_t n, gpt_comm_req **req, gpt_err *err);
+    int (*ireduce_sum)(gpt_comm *c, float *buf, size_t n, int root, gpt_comm_req **req, gpt_err *err);
+    /* *done = 1 once req has completed (req stays valid until wait). NULL req: done. */
+    int (*test)(gpt_comm *c, gpt_comm_req *req, int *done, gpt_err *err);
+    /* Completes and frees req (NULL: no-op). On error req is freed too. */
+    int (*wait)(gpt_comm *c, gpt_comm_req *req, gpt_err *err);
 };
 
 /* One process: collectives are copies. */

@@ -98,6 +98,9 @@ struct gpt_model {
     gpt_comm *pp_comm; /* inference: gpt_model_extend moves activations stage to stage (not owned) */
     /* expert parallelism (model_ep.h): NULL = every expert here */
     gpt_ep_state *ep;
+    /* gpt_model_set_grad_hook: told as backward finishes each range of the gradient buffer */
+    gpt_grad_ready_fn grad_ready;
+    void *grad_ready_ctx;
 };
 
 static int window_of(const gpt_model *m, int l) { return gpt_model_layer_window(&m->cfg, l); }
@@ -906,6 +909,28 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
 
 /* ---- backward ---- */
 
+void gpt_model_set_grad_hook(gpt_model *m, gpt_grad_ready_fn fn, void *ctx)
+{
+    m->grad_ready = fn;
+    m->grad_ready_ctx = ctx;
+}
+
+/* [*lo, *hi) of the gradient buffer: layer l's tensors (the table keeps a layer's tensors together,
+ * padding included), or with l < 0 every layer's; *lo == *hi when there are none. */
+static void layer_extent(const gpt_model *m, int l, size_t *lo, size_t *hi)
+{
+    const gpt_param_table *tab = &m->tab;
+    *lo = *hi = 0;
+    int any = 0;
+    for (int i = 0; i < tab->n; i++) {
+        if (l < 0 ? tab->t[i].layer < 0 : tab->t[i].layer != l) continue;
+        size_t a = tab->t[i].offset, b = i + 1 < tab->n ? tab->t[i + 1].offset : tab->total;
+        if (!any || a < *lo) *lo = a;
+        if (!any || b > *hi) *hi = b;
+        any = 1;
+    }
+}
+
 int gpt_model_backward(gpt_model *m, gpt_err *err)
 {
     if (m->mxfp4 || !m->grads)
@@ -920,6 +945,8 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     float scale = 1.0f / sqrtf((float)D);
 
     int l0 = m->pp_l0, l1 = m->pp_l1 ? m->pp_l1 : L;
+    /* grad hook: the layers reported so far [hk_lo, hk_hi), and where an early-reported tail starts */
+    size_t hk_lo = m->tab.total, hk_hi = 0, hk_tail = m->tab.total;
     if (m->pp_nohead) { /* PP: d res[l1] (and the aux-loss gradient) come from the next stage */
         be->to_device(be, m->dres, m->pp_dout, (size_t)N * C * sizeof(float));
         if (c->mlp == GPT_MLP_MOE && c->router_aux_loss_coef > 0)
@@ -943,6 +970,12 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     be->zero(be, m->dres, (size_t)N * C * sizeof(float));
     be->norm_bwd(be, norm, m->dres, m->g.lnf_w, m->g.lnf_b, m->dln, m->res[L], m->p.lnf_w, m->lnf_mean, m->lnf_rstd,
                  N, C);
+    if (m->grad_ready && !m->pp && m->g.lm_w != m->g.wte) { /* tied: the head's gradient is the embedding's */
+        size_t lo, hi;
+        layer_extent(m, -2, &lo, &hi);
+        if (hi < m->tab.total) m->grad_ready(m->grad_ready_ctx, hi, m->tab.total - hi);
+        hk_tail = hi;
+    }
 layers:
     for (int l = l1 - 1; l >= l0; l--) {
         const layer_ptrs *w = &m->p.layer[l], *g = &m->g.layer[l];
@@ -976,6 +1009,12 @@ layers:
         tp_sum(m, m->dln, (size_t)N * C); /* TP: q, k, v are column-parallel */
         be->norm_bwd(be, norm, m->dres, g->ln1_w, g->ln1_b, m->dln, m->res[l], w->ln1_w, a->ln1_mean, a->ln1_rstd, N,
                      C);
+        size_t lo, hi;
+        if (m->grad_ready && (layer_extent(m, l, &lo, &hi), lo < hi)) {
+            m->grad_ready(m->grad_ready_ctx, lo, hi - lo);
+            if (lo < hk_lo) hk_lo = lo;
+            if (hi > hk_hi) hk_hi = hi;
+        }
     }
     if (m->pp_noembed) { /* PP: d res[l0] (and the aux-loss gradient) go to the previous stage */
         be->to_host(be, m->pp_din, m->dres, (size_t)N * C * sizeof(float));
@@ -986,6 +1025,11 @@ layers:
         if (m->g.wpe) be->scatter_add_rows(be, m->g.wpe, m->dres, m->tp_pos, NULL, N, C);
     } else {
         be->embed_bwd(be, m->g.wte, m->g.wpe, m->dres, m->tokens, B, T, C);
+    }
+    if (m->grad_ready) { /* the rest: the head (unless reported above) and the embedding */
+        if (hk_lo > hk_hi) hk_lo = hk_hi = 0;
+        if (hk_hi < hk_tail) m->grad_ready(m->grad_ready_ctx, hk_hi, hk_tail - hk_hi);
+        if (hk_lo > 0) m->grad_ready(m->grad_ready_ctx, 0, hk_lo);
     }
     m->have_loss = 0; /* the logits now hold their gradient */
     return 0;

@@ -72,6 +72,15 @@ int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B
                       const gpt_forward_opts *opts, gpt_loss *loss, gpt_err *err);
 /* Accumulates the gradient of the last forward's loss.total into the gradient buffer. */
 int gpt_model_backward(gpt_model *m, gpt_err *err);
+/* An optional hook, for overlapping the data-parallel gradient reduction with backward: during
+ * each gpt_model_backward, fn(ctx, offset, count) says that gradient buffer floats [offset,
+ * offset + count) will not change again in this backward (nor until the next one or zero_grad).
+ * The ranges follow the backward: the untied head, then each layer from the last to the first,
+ * then what is left (the final norm when not reported yet, the embedding, a tied head); over one
+ * backward they cover the buffer exactly once. fn must not touch other ranges: backward is still
+ * writing them. NULL fn removes the hook. (A pipeline stage's ranges are its own table's.) */
+typedef void (*gpt_grad_ready_fn)(void *ctx, size_t offset, size_t count);
+void gpt_model_set_grad_hook(gpt_model *m, gpt_grad_ready_fn fn, void *ctx);
 /* The last forward's logits (B*T, padded_vocab_size), backend memory. Valid until backward. */
 const float *gpt_model_logits(const gpt_model *m);
 

@@ -24,7 +24,8 @@ const char *const gpt_train_keys[] = {
     "warmup_steps",  "lr",           "min_lr_ratio", "weight_decay",  "beta1",        "beta2",
     "eps",           "clip_norm",    "label_smoothing", "seed",       "eval_interval", "eval_steps",
     "save_interval", "keep_last",    "log_interval", "out_dir",       "init_from",    "zero1",
-    "precision",     "loss_scale",   "max_bad_steps", "peak_tflops",  "pp_schedule", NULL};
+    "precision",     "loss_scale",   "max_bad_steps", "peak_tflops",  "pp_schedule",
+    "overlap_grad_reduce", "grad_bucket_mb", NULL};
 
 void gpt_train_opts_default(gpt_train_opts *o)
 {
@@ -56,6 +57,8 @@ void gpt_train_opts_default(gpt_train_opts *o)
     o->loss_scale_interval = 2000;
     o->max_bad_steps = 5;
     o->mesh_tp = o->mesh_pp = o->mesh_ep = 1;
+    o->overlap_grad_reduce = 1;
+    o->grad_bucket_mb = 25; /* PyTorch DDP's bucket_cap_mb */
 }
 
 static void free_list(char **l, size_t n)
@@ -181,6 +184,10 @@ int gpt_train_opts_read(gpt_train_opts *o, const gpt_ynode *map, const char *pat
     int rc = gpt_yget_bool(map, path, "zero1", &b, err);
     if (rc < 0) return -1;
     if (rc == 1) o->zero1 = b;
+    rc = gpt_yget_bool(map, path, "overlap_grad_reduce", &b, err);
+    if (rc < 0) return -1;
+    if (rc == 1) o->overlap_grad_reduce = b;
+    FLT("grad_bucket_mb", 0, 0, 1e6, o->grad_bucket_mb);
     static const char *const precs[] = {"fp32", "bf16", "fp16"};
     int p;
     rc = gpt_yget_enum(map, path, "precision", precs, 3, &p, err);
@@ -475,6 +482,102 @@ static int ep_sumsq(gpt_trainer *tr, double *out, gpt_err *err)
     return 0;
 }
 
+/* Gradient reduction overlapped with backward (data parallelism without pipeline stages, host
+ * staging): backward reports each range it has finished (gpt_model_set_grad_hook); contiguous
+ * ranges gather into a bucket, and a full bucket is copied to the host and its reduction started
+ * (an all-reduce, or under ZeRO-1 a reduce of each shard's piece to the shard's owner) while
+ * backward goes on. Every element is reduced once by the same MPI reduction as the blocking path,
+ * over the same ranks; only how the buffer is cut into messages differs. */
+typedef struct {
+    gpt_trainer *tr;
+    gpt_comm *c;
+    size_t lo, hi;   /* the bucket being gathered, [lo, hi) of the flat gradient (lo == hi: empty) */
+    size_t bucket;   /* floats that close a bucket (0: every range is one) */
+    gpt_comm_req **req;
+    size_t n_req, cap, n_done; /* requests [0, n_done) have completed */
+    int failed;
+    gpt_err err;
+} grad_sync;
+
+static int overlap_on(const gpt_trainer *tr)
+{
+    const gpt_comm *c = tr->mesh.dp_comm;
+    return tr->o.overlap_grad_reduce && c->size > 1 && !tr->dev_comm && tr->mesh.pp == 1 && tr->mesh.ep == 1 && c->iallreduce_sum &&
+           c->ireduce_sum && c->test && c->wait;
+}
+
+static void gs_start(grad_sync *s, float *buf, size_t n, int root)
+{
+    if (s->n_req == s->cap) s->req = gpt_xrealloc(s->req, (s->cap = s->cap ? 2 * s->cap : 16) * sizeof *s->req);
+    gpt_comm_req **q = &s->req[s->n_req];
+    *q = NULL;
+    int rc = root < 0 ? s->c->iallreduce_sum(s->c, buf, n, q, &s->err) : s->c->ireduce_sum(s->c, buf, n, root, q, &s->err);
+    if (rc < 0) s->failed = 1;
+    else s->n_req++;
+}
+
+/* The gathered bucket: to the host, its reduction started. */
+static void gs_flush(grad_sync *s)
+{
+    gpt_trainer *tr = s->tr;
+    size_t lo = s->lo, hi = s->hi;
+    s->lo = s->hi = 0;
+    if (lo == hi || s->failed) return;
+    tr->be->to_host(tr->be, tr->hgrads + lo, gpt_model_grad_data(tr->model) + lo, (hi - lo) * sizeof(float));
+    if (!tr->o.zero1) {
+        gs_start(s, tr->hgrads + lo, hi - lo, -1);
+        return;
+    }
+    /* ZeRO-1: rank r owns [r per, (r + 1) per) (the blocking path's reduce-scatter blocks) */
+    size_t per = tr->n_pad / (size_t)s->c->size;
+    for (size_t a = lo; a < hi && !s->failed;) {
+        size_t r = a / per, b = (r + 1) * per < hi ? (r + 1) * per : hi;
+        gs_start(s, tr->hgrads + a, b - a, (int)r);
+        a = b;
+    }
+}
+
+/* MPICH progresses non-blocking collectives only inside MPI calls: poke them between layers. */
+static void gs_progress(grad_sync *s)
+{
+    while (s->n_done < s->n_req && !s->failed) {
+        int done = 0;
+        if (s->c->test(s->c, s->req[s->n_done], &done, &s->err) < 0) s->failed = 1;
+        if (!done) break;
+        s->n_done++;
+    }
+}
+
+static void gs_ready(void *ctx, size_t off, size_t n)
+{
+    grad_sync *s = ctx;
+    if (s->lo != s->hi && off + n != s->lo) gs_flush(s); /* not contiguous with the bucket */
+    if (s->lo == s->hi) s->hi = off + n;
+    s->lo = off;
+    if (s->hi - s->lo >= s->bucket) gs_flush(s);
+    gs_progress(s);
+}
+
+/* After the last backward: the rest started, everything waited for, this rank's part uploaded. */
+static int gs_finish(grad_sync *s, gpt_err *err)
+{
+    gpt_trainer *tr = s->tr;
+    gs_flush(s);
+    int rc = s->failed ? -1 : 0;
+    for (size_t i = 0; i < s->n_req; i++) /* every request is waited for, so none is left running */
+        if (s->c->wait(s->c, s->req[i], rc < 0 ? NULL : &s->err) < 0) rc = -1;
+    free(s->req);
+    s->req = NULL;
+    s->n_req = s->cap = s->n_done = 0;
+    if (rc < 0) {
+        *err = s->err;
+        return gpt_err_prefix(err, "overlapped gradient reduction (--no-overlap-grad-reduce turns it off)");
+    }
+    tr->be->to_device(tr->be, gpt_model_grad_data(tr->model) + tr->shard_lo, tr->hgrads + tr->shard_lo,
+                      (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    return 0;
+}
+
 /* PP: the step's grad_accum micro-batches through the pipeline; the loss sums (the last stage's)
  * end up on every stage. */
 static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
@@ -504,15 +607,23 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     gpt_model_zero_grad(tr->model);
     /* sums: ce * n, nll * n, correct, scored */
     double sums[5] = {0, 0, 0, 0, 0};
+    const int ov = overlap_on(tr);
+    grad_sync gs = {.tr = tr, .c = c, .bucket = (size_t)(o->grad_bucket_mb * 1048576.0 / sizeof(float))};
     if (tr->mesh.pp > 1) {
         if (pp_accumulate(tr, sums, err) < 0) return -1;
     } else
     for (int a = 0; a < o->grad_accum; a++) {
         gpt_data_next(tr->train, c->rank, dp, B, tr->tok, tr->tgt);
         gpt_loss L;
-        if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0 ||
-            gpt_model_backward(tr->model, err) < 0)
+        if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0) return -1;
+        /* Only the last micro-batch's backward finishes gradients: reduce them as it goes. */
+        if (ov && a == o->grad_accum - 1) gpt_model_set_grad_hook(tr->model, gs_ready, &gs);
+        int rc = gpt_model_backward(tr->model, err);
+        gpt_model_set_grad_hook(tr->model, NULL, NULL);
+        if (rc < 0) { /* the caller aborts every rank: requests in flight are abandoned with them */
+            free(gs.req);
             return -1;
+        }
         sums[0] += L.ce * (double)L.n_scored;
         sums[1] += L.nll * (double)L.n_scored;
         sums[2] += (double)L.n_correct;
@@ -531,6 +642,8 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     size_t gn = tr->shard_hi - tr->shard_lo;
     if (dp > 1 && tr->dev_comm) {
         if (tr->dev_comm->allreduce_sum(tr->dev_comm, dgrad, tr->n, err) < 0) return -1;
+    } else if (ov) {
+        if (gs_finish(&gs, err) < 0) return -1;
     } else if (dp > 1) {
         tr->be->to_host(tr->be, tr->hgrads, dgrad, tr->n * sizeof(float));
         if (o->zero1) {

@@ -79,6 +79,10 @@ typedef struct gpt_train_opts {
     /* not owned; NULL: off. Each rank appends one JSON line per step to PREFIX.rankR.jsonl: its
      * pipeline timing and the bytes of every collective (train_stats.h; gpt-train --log-parallel). */
     const char *parallel_log;
+    /* Data parallelism: reduce gradients in buckets of about grad_bucket_mb MB while backward runs
+     * (the last micro-batch of a step), else all at once after it. Same bits either way. */
+    int overlap_grad_reduce;
+    double grad_bucket_mb; /* 0: a bucket per layer */
 } gpt_train_opts;
 
 void gpt_train_opts_default(gpt_train_opts *o);

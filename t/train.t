@@ -2,8 +2,11 @@
 # gpt-train: the loss falls on the shared corpus; resuming gives bit-identical parameters; SIGTERM
 # saves and exits 0; SIGKILL during saves never loses the previous checkpoint; a missing
 # --init-from is an error; under mpirun, DP=2 equals DP=1 with the same global batch (fp32
-# summation order aside), ZeRO-1 equals plain DP, a DP=2 checkpoint resumes under DP=1, and a
-# dying rank takes every rank down with a non-zero status.
+# summation order aside), ZeRO-1 equals plain DP, the gradient reduction overlapped with backward
+# (the default; per-layer buckets too, ZeRO-1 and gradient accumulation too) gives the same bits as
+# reducing after backward (--no-overlap-grad-reduce: two ranks add each element once, in either
+# order the same float), a DP=2 checkpoint resumes under DP=1, and a dying rank takes every rank
+# down with a non-zero status.
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${GPT_BIN:-$root/bin}
 tools=${GPT_TBIN:-$root/t/bin}/../tools
@@ -115,9 +118,9 @@ fi
 
 # ---- data parallel under mpirun ----
 if ! command -v mpirun >/dev/null 2>&1; then
-    for i in 1 2 3 4 5; do skip "mpirun not installed"; done
+    for i in 1 2 3 4 5 6 7 8; do skip "mpirun not installed"; done
 elif ! grep -q "mpirun -np" "$tmp/help"; then
-    for i in 1 2 3 4 5; do skip "gpt-train built without MPI"; done
+    for i in 1 2 3 4 5 6 7 8; do skip "gpt-train built without MPI"; done
 else
     D="-c tiny-gpt2 -d $tmp/syn.tok --seq-len 32 -b 4 -n 4 --lr 3e-3 --warmup 2 -q"
     # MPICH's dlopened transport modules leak a few objects at MPI_Finalize (LeakSanitizer sees
@@ -136,6 +139,22 @@ else
     echo "# ZeRO-1 vs plain DP=2: max |param diff| = $d"
     awk -v d="${d%% *}" 'BEGIN { exit !(d != "" && d < 1e-6) }'
     ok $? "ZeRO-1 equals plain DP"
+    same() { # A B what: the parameters are bit-identical
+        d=$("$maxdiff" "$1" "$2")
+        echo "# $3: max |param diff| = $d (want 0)"
+        awk -v d="${d%% *}" 'BEGIN { exit !(d != "" && d == 0) }'
+    }
+    timeout -k 10 300 mpirun -np 2 "$train" $D --no-overlap-grad-reduce -o "$tmp/dp2off" 2>>"$tmp/err" &&
+        same "$tmp/dp2" "$tmp/dp2off" "DP=2 overlapped (25 MB buckets) vs after backward"
+    ok $? "DP=2: the gradient reduction overlapped with backward gives the same bits as after it"
+    timeout -k 10 300 mpirun -np 2 "$train" $D --grad-bucket-mb 0 -o "$tmp/dp2l" 2>>"$tmp/err" &&
+        same "$tmp/dp2off" "$tmp/dp2l" "DP=2 overlapped (a bucket per layer) vs after backward"
+    ok $? "DP=2: per-layer buckets give the same bits"
+    Z="$D --zero1 -b 2 --grad-accum 2"
+    timeout -k 10 300 mpirun -np 2 "$train" $Z --grad-bucket-mb 0 -o "$tmp/z2l" 2>>"$tmp/err" &&
+        timeout -k 10 300 mpirun -np 2 "$train" $Z --no-overlap-grad-reduce -o "$tmp/z2off" 2>>"$tmp/err" &&
+        same "$tmp/z2off" "$tmp/z2l" "ZeRO-1, 2 micro-batches, overlapped per layer vs after backward"
+    ok $? "ZeRO-1 with gradient accumulation: overlapped equals after backward, bit for bit"
     timeout -k 10 300 mpirun -np 2 "$train" $D --zero1 --stop-at 2 -o "$tmp/mix" 2>>"$tmp/err" &&
         "$train" $D --grad-accum 2 --resume -o "$tmp/mix" 2>>"$tmp/err"
     d=$("$maxdiff" "$tmp/dp1" "$tmp/mix")
