@@ -483,8 +483,9 @@ static int ep_sumsq(gpt_trainer *tr, double *out, gpt_err *err)
 }
 
 /* Gradient reduction overlapped with backward (data parallelism without pipeline stages, host
- * staging): backward reports each range it has finished (gpt_model_set_grad_hook); contiguous
- * ranges gather into a bucket, and a full bucket is copied to the host and its reduction started
+ * staging unless the backend's memory is the host's): backward reports each range it has finished
+ * (gpt_model_set_grad_hook); contiguous ranges gather into a bucket, and a full bucket is copied to
+ * the host (when staged) and its reduction started
  * (an all-reduce, or under ZeRO-1 a reduce of each shard's piece to the shard's owner) while
  * backward goes on. Every element is reduced once by the same MPI reduction as the blocking path,
  * over the same ranks; only how the buffer is cut into messages differs. */
@@ -493,6 +494,7 @@ typedef struct {
     gpt_comm *c;
     size_t lo, hi;   /* the bucket being gathered, [lo, hi) of the flat gradient (lo == hi: empty) */
     size_t bucket;   /* floats that close a bucket (0: every range is one) */
+    float *buf;      /* what is reduced: tr->hgrads (staged), or the gradient itself (host memory) */
     gpt_comm_req **req;
     size_t n_req, cap, n_done; /* requests [0, n_done) have completed */
     int failed;
@@ -523,16 +525,17 @@ static void gs_flush(grad_sync *s)
     size_t lo = s->lo, hi = s->hi;
     s->lo = s->hi = 0;
     if (lo == hi || s->failed) return;
-    tr->be->to_host(tr->be, tr->hgrads + lo, gpt_model_grad_data(tr->model) + lo, (hi - lo) * sizeof(float));
+    if (s->buf == tr->hgrads)
+        tr->be->to_host(tr->be, tr->hgrads + lo, gpt_model_grad_data(tr->model) + lo, (hi - lo) * sizeof(float));
     if (!tr->o.zero1) {
-        gs_start(s, tr->hgrads + lo, hi - lo, -1);
+        gs_start(s, s->buf + lo, hi - lo, -1);
         return;
     }
     /* ZeRO-1: rank r owns [r per, (r + 1) per) (the blocking path's reduce-scatter blocks) */
     size_t per = tr->n_pad / (size_t)s->c->size;
     for (size_t a = lo; a < hi && !s->failed;) {
         size_t r = a / per, b = (r + 1) * per < hi ? (r + 1) * per : hi;
-        gs_start(s, tr->hgrads + a, b - a, (int)r);
+        gs_start(s, s->buf + a, b - a, (int)r);
         a = b;
     }
 }
@@ -573,8 +576,9 @@ static int gs_finish(grad_sync *s, gpt_err *err)
         *err = s->err;
         return gpt_err_prefix(err, "overlapped gradient reduction (--no-overlap-grad-reduce turns it off)");
     }
-    tr->be->to_device(tr->be, gpt_model_grad_data(tr->model) + tr->shard_lo, tr->hgrads + tr->shard_lo,
-                      (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    if (s->buf == tr->hgrads)
+        tr->be->to_device(tr->be, gpt_model_grad_data(tr->model) + tr->shard_lo, tr->hgrads + tr->shard_lo,
+                          (tr->shard_hi - tr->shard_lo) * sizeof(float));
     return 0;
 }
 
@@ -609,6 +613,8 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     double sums[5] = {0, 0, 0, 0, 0};
     const int ov = overlap_on(tr);
     grad_sync gs = {.tr = tr, .c = c, .bucket = (size_t)(o->grad_bucket_mb * 1048576.0 / sizeof(float))};
+    /* The CPU backend's memory is host memory: MPI reduces the gradient in place, no staging copies. */
+    gs.buf = strcmp(tr->be->name, "cpu") == 0 ? gpt_model_grad_data(tr->model) : tr->hgrads;
     if (tr->mesh.pp > 1) {
         if (pp_accumulate(tr, sums, err) < 0) return -1;
     } else
@@ -636,6 +642,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         if (gpt_pp_sync_tied(tr->model, tr->mesh.pp_comm, tr->hgrads, err) < 0) return -1;
         tr->be->to_device(tr->be, dgrad, tr->hgrads, tr->n * sizeof(float));
     }
+    const double t_sync = now_s(); /* the reduction's time not hidden behind backward */
     /* The gradient sums grad_accum micro-batch means on each of dp ranks, times the loss scale. */
     const float gscale = (float)(1.0 / ((double)o->grad_accum * dp * tr->scaler.scale));
     float *g = dgrad + tr->shard_lo; /* this rank's part after the reduction */
@@ -659,6 +666,7 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         }
         tr->be->to_device(tr->be, g, tr->hgrads + tr->shard_lo, gn * sizeof(float));
     }
+    st->sync_s = now_s() - t_sync;
     sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi)
                                                   : tr->be->sumsq(tr->be, g, gn);
     if (tr->mesh.ep > 1 && ep_sumsq(tr, &sums[4], err) < 0) return -1;
@@ -769,6 +777,7 @@ static void log_step(gpt_trainer *tr, const gpt_step_stats *st, double dt, doubl
                 (long long)tr->step, st->loss, st->nll, exp(st->nll), st->acc, st->lr, st->grad_norm, tok_s);
         if (mfu >= 0) fprintf(tr->metrics, "\"mfu\":%.5f,", mfu);
         if (tr->scaler.enabled) fprintf(tr->metrics, "\"loss_scale\":%.17g,", st->loss_scale);
+        if (tr->mesh.dp > 1) fprintf(tr->metrics, "\"sync_s\":%.4f,", st->sync_s);
         fprintf(tr->metrics, "\"skipped\":%s,\"time\":%.3f}\n", st->skipped ? "true" : "false", elapsed);
         fflush(tr->metrics);
     }

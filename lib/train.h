@@ -97,6 +97,9 @@ typedef struct gpt_step_stats {
     double loss, nll, acc, lr, grad_norm, tokens;
     int skipped; /* non-finite gradient: the update was not applied */
     double loss_scale; /* the scale this step's backward ran with (1 without fp16) */
+    /* seconds from the end of the last backward until the gradients were reduced (and, with PP,
+     * the tied copies added): the data-parallel sync that backward did not hide */
+    double sync_s;
 } gpt_step_stats;
 
 typedef struct gpt_trainer {

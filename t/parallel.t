@@ -3,7 +3,8 @@
 # every rank its coordinates in the documented order (tp fastest, then dp, then pp); a TP=2 model
 # equals the single-rank model on the reference weights (loss, logits, every gradient, KV-cache
 # inference; tp-check prints the max differences); gpt-train --tp 2 reproduces --tp 1's parameters
-# (GPT-2 and GPT-OSS presets), dp2 x tp2 with ZeRO-1 reproduces one rank with the same global batch,
+# (GPT-2 and GPT-OSS presets), dp2 x tp2 with ZeRO-1 reproduces one rank with the same global batch
+# (and its gradient reduction overlapped with backward, the default, equals it done after backward),
 # and a TP=2 checkpoint resumes under TP=1. Pipeline parallelism: --pp 2 under both schedules
 # (GPipe, 1F1B) reproduces one rank with the same micro-batches (GPT-2 with its tied embedding
 # across the two stages, GPT-OSS with the router aux loss across them), as do dp 2 x pp 2 and
@@ -15,7 +16,7 @@ tools=${GPT_TBIN:-$root/t/bin}/../tools
 cd "$root" || exit 1
 export GPT_CONFIG_PATH="$root/share/configs"
 export OMP_NUM_THREADS=1
-echo "1..17"
+echo "1..18"
 n=0
 ok() {
     n=$((n + 1))
@@ -25,11 +26,11 @@ skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 diag() { sed 's/^/# /' "$@"; }
 train="$bin/gpt-train"
 if ! command -v mpirun >/dev/null 2>&1; then
-    for i in $(seq 17); do skip "mpirun not installed"; done
+    for i in $(seq 18); do skip "mpirun not installed"; done
     exit 0
 fi
 if ! "$train" --help 2>&1 | grep -q "mpirun -np"; then
-    for i in $(seq 17); do skip "gpt-train built without MPI"; done
+    for i in $(seq 18); do skip "gpt-train built without MPI"; done
     exit 0
 fi
 # MPICH's transport modules leak at MPI_Finalize (see t/train.t): no leak checks under mpirun.
@@ -78,6 +79,10 @@ done
     run -np 4 "$train" -c tiny-gpt2 $D --tp 2 --zero1 -o "$tmp/dt" 2>>"$tmp/err" &&
     close "$tmp/a2" "$tmp/dt" "dp 2 x tp 2 (ZeRO-1) vs one rank, global batch 8"
 ok $? "dp 2 x tp 2 with ZeRO-1 reproduces one rank"
+run -np 4 "$train" -c tiny-gpt2 $D --tp 2 --zero1 --no-overlap-grad-reduce -o "$tmp/dt-off" 2>>"$tmp/err" &&
+    d=$("$maxdiff" "$tmp/dt" "$tmp/dt-off") && echo "# dp 2 x tp 2 (ZeRO-1), gradient reduction overlapped vs after backward: max |param diff| = $d (want 0)" &&
+    [ "${d%% *}" = 0 ]
+ok $? "dp 2 x tp 2: the reduction overlapped with backward gives the same bits as after it"
 run -np 2 "$train" -c tiny-gpt2 $D --tp 2 --stop-at 2 -o "$tmp/mix" 2>>"$tmp/err" &&
     "$train" -c tiny-gpt2 $D --resume -o "$tmp/mix" 2>>"$tmp/err" &&
     close "$tmp/tiny-gpt2-1" "$tmp/mix" "--tp 2 to step 2, resumed under --tp 1 to 4, vs --tp 1"
