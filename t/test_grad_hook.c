@@ -123,7 +123,6 @@ static void check(const char *path, const char *set, const char *what)
 
 int main(void)
 {
-    plan(3 * 9);
     check("t/data/ref/tiny-gpt2/model.yaml", NULL, "gpt2 (tied)");
     check("t/data/ref/tiny-gpt2/model.yaml", "model.tie_embeddings=false", "gpt2 (untied)");
     check("t/data/ref/tiny-gpt-oss/model.yaml", NULL, "gpt-oss (MoE)");
