@@ -973,8 +973,10 @@ int gpt_model_backward(gpt_model *m, gpt_err *err)
     if (m->grad_ready && !m->pp && m->g.lm_w != m->g.wte) { /* tied: the head's gradient is the embedding's */
         size_t lo, hi;
         layer_extent(m, -2, &lo, &hi);
-        if (hi < m->tab.total) m->grad_ready(m->grad_ready_ctx, hi, m->tab.total - hi);
-        hk_tail = hi;
+        if (lo < hi) { /* (no layers: the embedding is not final yet, so the end reports it all) */
+            if (hi < m->tab.total) m->grad_ready(m->grad_ready_ctx, hi, m->tab.total - hi);
+            hk_tail = hi;
+        }
     }
 layers:
     for (int l = l1 - 1; l >= l0; l--) {
