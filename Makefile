@@ -150,4 +150,4 @@ clean:
 	rm -rf bin obj lib/libgpt.a t/bin t/tools/bin asan fuzz/bin
 	rm -f $(TOOLS)
 
--include $(LIB_OBJ:.o=.d) $(CMD_SRC:%.c=$(O)/obj/%.d) $(TEST_SRC:%.c=$(O)/obj/%.d) $(CU_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CMD_SRC:%.c=$(O)/obj/%.d) $(TEST_SRC:%.c=$(O)/obj/%.d) $(TOOL_SRC:%.c=$(O)/obj/%.d) $(CU_OBJ:.o=.d)

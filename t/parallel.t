@@ -16,7 +16,7 @@ tools=${GPT_TBIN:-$root/t/bin}/../tools
 cd "$root" || exit 1
 export GPT_CONFIG_PATH="$root/share/configs"
 export OMP_NUM_THREADS=1
-echo "1..18"
+echo "1..19"
 n=0
 ok() {
     n=$((n + 1))

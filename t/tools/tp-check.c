@@ -73,7 +73,7 @@ int main(int argc, char **argv)
         tok[i] = (int)((s >> 33) % (uint64_t)V);
     }
     for (int i = 0; i < N; i++) tgt[i] = i % 5 == 4 ? -100 : tok[(i + 1) % N];
-    gpt_forward_opts fo = {0.1f};
+    gpt_forward_opts fo = {.label_smoothing = 0.1f};
     gpt_loss lr, lt;
     gpt_model_zero_grad(ref);
     gpt_model_zero_grad(tpm);
