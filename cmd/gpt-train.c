@@ -357,19 +357,19 @@ int main(int argc, char **argv)
     gpt_trainer tr;
     memset(&tr, 0, sizeof tr);
     int have_cfg = 0, have_tr = 0;
-    if (gpt_config_load(config, &cfg, &err) < 0) goto fail;
+    if (gpt_config_load(config, &cfg, &err) < 0) goto fail_all;
     have_cfg = 1;
-    if (n_sets && gpt_config_set_all(&cfg, (const char *const *)sets, n_sets, &err) < 0) goto fail;
+    if (n_sets && gpt_config_set_all(&cfg, (const char *const *)sets, n_sets, &err) < 0) goto fail_all;
     if (recipe) {
-        if (load_recipe(recipe, &rroot, &rsrc, &err) < 0) goto fail;
-        if (gpt_train_opts_read(&o, gpt_ymap_get(rroot, "train", NULL), "train", &err) < 0) goto fail;
+        if (load_recipe(recipe, &rroot, &rsrc, &err) < 0) goto fail_all;
+        if (gpt_train_opts_read(&o, gpt_ymap_get(rroot, "train", NULL), "train", &err) < 0) goto fail_all;
     }
-    if (gpt_train_opts_read(&o, gpt_config_node(&cfg, "train"), "train", &err) < 0) goto fail;
+    if (gpt_train_opts_read(&o, gpt_config_node(&cfg, "train"), "train", &err) < 0) goto fail_all;
     if (gpt_mesh_opts_read(gpt_config_node(&cfg, "parallel"), &o.mesh_dp, &o.mesh_tp, &o.mesh_pp, &o.mesh_ep, &err) < 0)
-        goto fail;
+        goto fail_all;
     if (print_mesh) {
         gpt_mesh mesh;
-        if (gpt_mesh_init(&mesh, comm, o.mesh_dp, o.mesh_tp, o.mesh_pp, o.mesh_ep, &err) < 0) goto fail;
+        if (gpt_mesh_init(&mesh, comm, o.mesh_dp, o.mesh_tp, o.mesh_pp, o.mesh_ep, &err) < 0) goto fail_all;
         /* one line per rank, in rank order */
         for (int r = 0; r < comm->size; r++) {
             if (r == comm->rank) {
@@ -429,8 +429,12 @@ int main(int argc, char **argv)
     }
     status = 0;
     goto done;
+fail_all: /* an error every rank meets the same way (config, mesh): one message, a plain exit */
+    if (comm->rank == 0) fprintf(stderr, "gpt-train: %s\n", err.msg);
+    status = 1;
+    goto done;
 fail:
-    fprintf(stderr, "gpt-train: %s%s\n", comm->size > 1 ? "" : "", err.msg);
+    fprintf(stderr, "gpt-train: %s\n", err.msg);
     if (comm->size > 1) {
         fprintf(stderr, "gpt-train: rank %d failed; aborting all ranks\n", comm->rank);
         comm->abort(comm, 1);
