@@ -44,13 +44,16 @@ typedef GPT_CPU_REAL real;
 static inline real vexp(real x) { return exp(x); }
 #else
 /* exp without a library call, so that loops over it vectorize: Cody-Waite reduction by ln 2 and
- * a degree-6 polynomial; relative error < 3e-7 for x in [-87, 88] (clamped outside). */
+ * a degree-6 polynomial; relative error < 3e-7 for x in [-87, 88] (clamped outside). The clamps
+ * are two plain selects and the rounding is rint (one roundps): a nested ternary or a
+ * truncating conversion after the clamp leaves control flow that stops GCC vectorizing. */
 static inline float vexp(float x)
 {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    int n = (int)(t + (t >= 0 ? 0.5f : -0.5f));
-    float fn = (float)n, r = x - fn * 0.693145751953125f - fn * 1.42860682030941723e-6f;
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float fn = __builtin_rintf(x * 1.44269504088896341f);
+    int n = (int)fn;
+    float r = x - fn * 0.693145751953125f - fn * 1.42860682030941723e-6f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f +
                                                                                       r * 0.00138888892f)))));
     int32_t bits = (n + 127) << 23;
@@ -59,6 +62,96 @@ static inline float vexp(float x)
     return p * scale;
 }
 #endif
+
+/* Row reductions in LANES independent partial sums (or maxima) combined in lane order at the end:
+ * a fixed order, so the same bits on every run, thread count and clone, and one the vectorizer
+ * can keep in registers (a single running sum is a serial chain it may not reorder). */
+#define LANES 16
+
+/* Elements per parallel work item of the flat elementwise ops. */
+#define ELEM_CHUNK 4096
+
+/* max(init, x[0..n)) (NaNs in x are skipped as by a running `>`). */
+HOT static real lanes_max(const real *x, int n, real init)
+{
+    real mv[LANES];
+    for (int l = 0; l < LANES; l++) mv[l] = init;
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) mv[l] = x[j + l] > mv[l] ? x[j + l] : mv[l];
+    real m = init;
+    for (int l = 0; l < LANES; l++) m = mv[l] > m ? mv[l] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* x[j] = exp(x[j] - m) in place; returns their sum. */
+HOT static real lanes_exp_sum(real *x, int n, real m)
+{
+    real zv[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) zv[l] += (x[j + l] = vexp(x[j + l] - m));
+    real z = 0;
+    for (int l = 0; l < LANES; l++) z += zv[l];
+    for (; j < n; j++) z += (x[j] = vexp(x[j] - m));
+    return z;
+}
+
+/* x[j] = exp(x[j] - m) in place. */
+HOT static void rows_exp_sub(real *x, int n, real m)
+{
+    for (int j = 0; j < n; j++) x[j] = vexp(x[j] - m);
+}
+
+/* x[j] *= a */
+HOT static void scale_row(real *x, int n, real a)
+{
+    for (int j = 0; j < n; j++) x[j] *= a;
+}
+
+/* attention's dS = P (dP - d) scale, in place over dP */
+HOT static void ds_row(real *dr, const real *pr, int n, real d, real scale)
+{
+    for (int j = 0; j < n; j++) dr[j] = pr[j] * (dr[j] - d) * scale;
+}
+
+/* y += a x */
+HOT static void axpy_to(real *y, const real *x, real a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* y += x */
+HOT static void add_to(real *y, const real *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* out = a + b */
+HOT static void sum_to(real *out, const real *a, const real *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* out = a x */
+HOT static void scale_to(real *out, const real *x, real a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = a * x[i];
+}
+
+/* sum of a[j] * b[j] */
+HOT static real lanes_dot(const real *a, const real *b, int n)
+{
+    real sv[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) sv[l] += a[j + l] * b[j + l];
+    real s = 0;
+    for (int l = 0; l < LANES; l++) s += sv[l];
+    for (; j < n; j++) s += a[j] * b[j];
+    return s;
+}
 
 static void *cpu_alloc(gpt_backend *be, size_t bytes)
 {
@@ -133,10 +226,24 @@ static void cpu_bias_fwd(gpt_backend *be, real *y, int ldy, const real *b, int M
 {
     (void)be;
 #pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN)
-    for (int m = 0; m < M; m++) {
-        real *row = y + (size_t)m * ldy;
-        for (int n = 0; n < N; n++) row[n] += b[n];
-    }
+    for (int m = 0; m < M; m++) add_to(y + (size_t)m * ldy, b, (size_t)N);
+}
+
+/* db[0..w) += the column sums of M rows of w values (w <= 64), rows in order. */
+HOT static void colsum_block(real *db, const real *dy, int ldy, int M, int w)
+{
+    real acc[64] = {0};
+    if (w == 64)
+        for (int m = 0; m < M; m++) {
+            const real *row = dy + (size_t)m * ldy;
+            for (int n = 0; n < 64; n++) acc[n] += row[n];
+        }
+    else
+        for (int m = 0; m < M; m++) {
+            const real *row = dy + (size_t)m * ldy;
+            for (int n = 0; n < w; n++) acc[n] += row[n];
+        }
+    for (int n = 0; n < w; n++) db[n] += acc[n];
 }
 
 static void cpu_bias_bwd(gpt_backend *be, real *db, const real *dy, int ldy, int M, int N)
@@ -148,12 +255,7 @@ static void cpu_bias_bwd(gpt_backend *be, real *db, const real *dy, int ldy, int
 #pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int n0 = bk * BLK, n1 = n0 + BLK < N ? n0 + BLK : N;
-        real acc[BLK] = {0};
-        for (int m = 0; m < M; m++) {
-            const real *row = dy + (size_t)m * ldy;
-            for (int n = n0; n < n1; n++) acc[n - n0] += row[n];
-        }
-        for (int n = n0; n < n1; n++) db[n] += acc[n - n0];
+        colsum_block(db + n0, dy + n0, ldy, M, n1 - n0);
     }
 }
 
@@ -161,14 +263,14 @@ static void cpu_axpy(gpt_backend *be, real *y, const real *x, real a, size_t n)
 {
     (void)be;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+    for (size_t i = 0; i < n; i += ELEM_CHUNK) axpy_to(y + i, x + i, a, n - i < ELEM_CHUNK ? n - i : ELEM_CHUNK);
 }
 
 static void cpu_add(gpt_backend *be, real *out, const real *a, const real *b, size_t n)
 {
     (void)be;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    for (size_t i = 0; i < n; i += ELEM_CHUNK) sum_to(out + i, a + i, b + i, n - i < ELEM_CHUNK ? n - i : ELEM_CHUNK);
 }
 
 static void cpu_embed_fwd(gpt_backend *be, real *x, const int *tok, const real *wte, const real *wpe, int B, int T,
@@ -180,8 +282,7 @@ static void cpu_embed_fwd(gpt_backend *be, real *x, const int *tok, const real *
         const real *e = wte + (size_t)tok[r] * C;
         real *o = x + (size_t)r * C;
         if (wpe) {
-            const real *p = wpe + (size_t)(r % T) * C;
-            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+            sum_to(o, e, wpe + (size_t)(r % T) * C, (size_t)C);
         } else {
             memcpy(o, e, (size_t)C * sizeof *o);
         }
@@ -199,40 +300,95 @@ static void cpu_embed_bwd(gpt_backend *be, real *dwte, real *dwpe, const real *d
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         for (int r = 0; r < B * T; r++) {
             const real *g = dx + (size_t)r * C;
-            real *e = dwte + (size_t)tok[r] * C;
-            for (int c = c0; c < c1; c++) e[c] += g[c];
-            if (dwpe) {
-                real *p = dwpe + (size_t)(r % T) * C;
-                for (int c = c0; c < c1; c++) p[c] += g[c];
-            }
+            add_to(dwte + (size_t)tok[r] * C + c0, g + c0, (size_t)(c1 - c0));
+            if (dwpe) add_to(dwpe + (size_t)(r % T) * C + c0, g + c0, (size_t)(c1 - c0));
         }
     }
+}
+
+/* One row of a layer or RMS norm; mean and rstd out. Sums in LANES partial sums. */
+HOT static void norm_fwd_row(int ln, real *yr, real *mean, real *rstd, const real *xr, const real *w, const real *b,
+                             int C, real eps)
+{
+    real mu = 0;
+    if (ln) {
+        real sv[LANES] = {0};
+        int c = 0;
+        for (; c + LANES <= C; c += LANES)
+            for (int l = 0; l < LANES; l++) sv[l] += xr[c + l];
+        for (int l = 0; l < LANES; l++) mu += sv[l];
+        for (; c < C; c++) mu += xr[c];
+        mu /= C;
+    }
+    real var = 0, vv[LANES] = {0};
+    int c = 0;
+    for (; c + LANES <= C; c += LANES)
+        for (int l = 0; l < LANES; l++) vv[l] += (xr[c + l] - mu) * (xr[c + l] - mu);
+    for (int l = 0; l < LANES; l++) var += vv[l];
+    for (; c < C; c++) var += (xr[c] - mu) * (xr[c] - mu);
+    var /= C;
+    real rs = 1.0f / sqrt(var + eps);
+    if (ln) {
+        for (int k = 0; k < C; k++) yr[k] = (xr[k] - mu) * rs * w[k] + b[k];
+        *mean = mu;
+    } else {
+        for (int k = 0; k < C; k++) yr[k] = w[k] * (xr[k] * rs);
+    }
+    *rstd = rs;
 }
 
 static void cpu_norm_fwd(gpt_backend *be, int kind, real *y, real *mean, real *rstd, const real *x, const real *w,
                          const real *b, int N, int C, real eps)
 {
     (void)be;
+    int ln = kind == GPT_NORM_OP_LAYERNORM;
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
+    for (int n = 0; n < N; n++)
+        norm_fwd_row(ln, y + (size_t)n * C, ln ? &mean[n] : NULL, &rstd[n], x + (size_t)n * C, w, b, C, eps);
+}
+
+/* dx row += the norm's input gradient for one row */
+HOT static void norm_bwd_row(int ln, real *o, const real *xr, const real *g, const real *w, real mu, real rs, int C)
+{
+    real sd[LANES] = {0}, sx[LANES] = {0};
+    int c = 0;
+    for (; c + LANES <= C; c += LANES)
+        for (int l = 0; l < LANES; l++) {
+            real xhat = (xr[c + l] - mu) * rs, d = g[c + l] * w[c + l];
+            sd[l] += d;
+            sx[l] += d * xhat;
+        }
+    real sum_d = 0, sum_dx = 0;
+    for (int l = 0; l < LANES; l++) sum_d += sd[l], sum_dx += sx[l];
+    for (; c < C; c++) {
+        real xhat = (xr[c] - mu) * rs, d = g[c] * w[c];
+        sum_d += d;
+        sum_dx += d * xhat;
+    }
+    sum_d = ln ? sum_d / C : 0;
+    sum_dx /= C;
+    for (int k = 0; k < C; k++) {
+        real xhat = (xr[k] - mu) * rs;
+        o[k] += rs * (g[k] * w[k] - sum_d - xhat * sum_dx);
+    }
+}
+
+/* dw, db columns [c0, c1) (at most 64) summed over the rows in order */
+HOT static void norm_bwd_cols(int ln, real *dw, real *db, const real *dy, const real *x, const real *mean,
+                              const real *rstd, int N, int C, int c0, int c1)
+{
+    real aw[64] = {0}, ab[64] = {0};
     for (int n = 0; n < N; n++) {
-        const real *xr = x + (size_t)n * C;
-        real *yr = y + (size_t)n * C;
-        real mu = 0;
-        if (kind == GPT_NORM_OP_LAYERNORM) {
-            for (int c = 0; c < C; c++) mu += xr[c];
-            mu /= C;
+        const real *xr = x + (size_t)n * C + c0, *g = dy + (size_t)n * C + c0;
+        real mu = ln ? mean[n] : 0, rs = rstd[n];
+        for (int c = 0; c < c1 - c0; c++) {
+            aw[c] += g[c] * ((xr[c] - mu) * rs);
+            ab[c] += g[c];
         }
-        real var = 0;
-        for (int c = 0; c < C; c++) var += (xr[c] - mu) * (xr[c] - mu);
-        var /= C;
-        real rs = 1.0f / sqrt(var + eps);
-        if (kind == GPT_NORM_OP_LAYERNORM) {
-            for (int c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
-            mean[n] = mu;
-        } else {
-            for (int c = 0; c < C; c++) yr[c] = w[c] * (xr[c] * rs);
-        }
-        rstd[n] = rs;
+    }
+    for (int c = c0; c < c1; c++) {
+        dw[c] += aw[c - c0];
+        if (ln) db[c] += ab[c - c0];
     }
 }
 
@@ -242,41 +398,14 @@ static void cpu_norm_bwd(gpt_backend *be, int kind, real *dx, real *dw, real *db
     (void)be;
     int ln = kind == GPT_NORM_OP_LAYERNORM;
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const real *xr = x + (size_t)n * C, *g = dy + (size_t)n * C;
-        real mu = ln ? mean[n] : 0, rs = rstd[n];
-        real sum_d = 0, sum_dx = 0;
-        for (int c = 0; c < C; c++) {
-            real xhat = (xr[c] - mu) * rs, d = g[c] * w[c];
-            sum_d += d;
-            sum_dx += d * xhat;
-        }
-        sum_d = ln ? sum_d / C : 0;
-        sum_dx /= C;
-        real *o = dx + (size_t)n * C;
-        for (int c = 0; c < C; c++) {
-            real xhat = (xr[c] - mu) * rs;
-            o[c] += rs * (g[c] * w[c] - sum_d - xhat * sum_dx);
-        }
-    }
+    for (int n = 0; n < N; n++)
+        norm_bwd_row(ln, dx + (size_t)n * C, x + (size_t)n * C, dy + (size_t)n * C, w, ln ? mean[n] : 0, rstd[n], C);
     enum { BLK = 64 };
     int nblk = (C + BLK - 1) / BLK;
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int bk = 0; bk < nblk; bk++) {
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
-        real aw[BLK] = {0}, ab[BLK] = {0};
-        for (int n = 0; n < N; n++) {
-            const real *xr = x + (size_t)n * C, *g = dy + (size_t)n * C;
-            real mu = ln ? mean[n] : 0, rs = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                aw[c - c0] += g[c] * ((xr[c] - mu) * rs);
-                ab[c - c0] += g[c];
-            }
-        }
-        for (int c = c0; c < c1; c++) {
-            dw[c] += aw[c - c0];
-            if (ln) db[c] += ab[c - c0];
-        }
+        norm_bwd_cols(ln, dw, db, dy, x, mean, rstd, N, C, c0, c1);
     }
 }
 
@@ -351,18 +480,14 @@ static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, con
 {
     GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ldq, k, ldk, 0, S, nk);
     for (int i = 0; i < rows; i++) {
-        int t = t0 + i, lo = attn_lo(t, window);
-        real *srow = S + (size_t)i * nk, m = sink ? *sink : -(real)INFINITY;
-        for (int j = klo; j <= t; j++)
-            if (j >= lo && srow[j - klo] > m) m = srow[j - klo];
-        real z = sink ? exp(*sink - m) : 0;
-        for (int j = klo; j < klo + nk; j++) {
-            real p = 0;
-            if (j >= lo && j <= t) z += (p = vexp(srow[j - klo] - m));
-            srow[j - klo] = p;
-        }
-        real inv = 1 / z;
-        for (int j = 0; j < nk; j++) srow[j] *= inv;
+        /* row t sees the keys [a, b) of the block's nk (klo <= lo <= t) */
+        int t = t0 + i, a = attn_lo(t, window) - klo, b = t - klo + 1;
+        real *srow = S + (size_t)i * nk;
+        real m = lanes_max(srow + a, b - a, sink ? *sink : -(real)INFINITY);
+        real z = (sink ? exp(*sink - m) : 0) + lanes_exp_sum(srow + a, b - a, m);
+        for (int j = 0; j < a; j++) srow[j] = 0;
+        for (int j = b; j < nk; j++) srow[j] = 0;
+        scale_row(srow + a, b - a, 1 / z);
         lse_out[i] = m + log(z);
     }
 }
@@ -428,19 +553,19 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
                         GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ld, k, ld, 0, P,
                                      nk);
                         for (int i = 0; i < rows; i++) {
-                            int t = t0 + i, lo = attn_lo(t, window);
+                            int t = t0 + i, a = attn_lo(t, window) - klo, e = t - klo + 1;
                             real *pr = P + (size_t)i * nk;
-                            for (int j = klo; j < klo + nk; j++)
-                                pr[j - klo] = j >= lo && j <= t ? vexp(pr[j - klo] - lrow[i]) : 0;
+                            for (int j = 0; j < a; j++) pr[j] = 0;
+                            rows_exp_sub(pr + a, e - a, lrow[i]);
+                            for (int j = e; j < nk; j++) pr[j] = 0;
                         }
                         GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1, go, H * D, v, ld, 0, dP,
                                      nk);                                              // dP = dO V^T
                         for (int i = 0; i < rows; i++) {
-                            real d = 0; /* sum_j P dP = dO . O */
-                            for (int x = 0; x < D; x++) d += go[(size_t)i * H * D + x] * o[(size_t)i * H * D + x];
+                            /* sum_j P dP = dO . O */
+                            real d = lanes_dot(go + (size_t)i * H * D, o + (size_t)i * H * D, D);
                             drow[i] = d;
-                            real *pr = P + (size_t)i * nk, *dr = dP + (size_t)i * nk;
-                            for (int j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - d) * scale; // dS
+                            ds_row(dP + (size_t)i * nk, P + (size_t)i * nk, nk, d, scale); // dS
                             if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - lrow[i]) * d;
                         }
                         GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, dP, nk, k, ld, 1, dq,
@@ -659,7 +784,7 @@ static void cpu_gather_rows(gpt_backend *be, real *dst, const real *src, const i
         real *d = dst + (size_t)i * C;
         const real *s = src + (size_t)rows[i] * C;
         if (scale)
-            for (int c = 0; c < C; c++) d[c] = scale[i] * s[c];
+            scale_to(d, s, scale[i], (size_t)C);
         else
             memcpy(d, s, (size_t)C * sizeof *d);
     }
@@ -676,9 +801,7 @@ static void cpu_scatter_add_rows(gpt_backend *be, real *dst, const real *src, co
         int c0 = bk * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         for (int i = 0; i < n; i++) {
             real s = scale ? scale[i] : 1.0f;
-            real *d = dst + (size_t)rows[i] * C;
-            const real *sr = src + (size_t)i * C;
-            for (int c = c0; c < c1; c++) d[c] += s * sr[c];
+            axpy_to(dst + (size_t)rows[i] * C + c0, src + (size_t)i * C + c0, s, (size_t)(c1 - c0));
         }
     }
 }
@@ -697,9 +820,35 @@ static void cpu_row_dot(gpt_backend *be, real *out, const real *a, const int *ro
 
 HOT static double row_sumexp(const real *x, int V, real m)
 {
+    double zv[LANES] = {0};
+    int v = 0;
+    for (; v + LANES <= V; v += LANES)
+        for (int l = 0; l < LANES; l++) zv[l] += (double)vexp(x[v + l] - m);
     double z = 0;
-    for (int v = 0; v < V; v++) z += (double)vexp(x[v] - m);
+    for (int l = 0; l < LANES; l++) z += zv[l];
+    for (; v < V; v++) z += (double)vexp(x[v] - m);
     return z;
+}
+
+/* The row's maximum (x[0] when that is NaN, as a running `>` from x[0] gives) and its sum in double. */
+HOT static real row_max_sum(const real *x, int V, double *sum)
+{
+    real mv[LANES];
+    double sv[LANES] = {0};
+    for (int l = 0; l < LANES; l++) mv[l] = x[0];
+    int v = 0;
+    for (; v + LANES <= V; v += LANES)
+        for (int l = 0; l < LANES; l++) {
+            real a = x[v + l];
+            mv[l] = a > mv[l] ? a : mv[l];
+            sv[l] += (double)a;
+        }
+    real m = x[0];
+    double s = 0;
+    for (int l = 0; l < LANES; l++) m = mv[l] > m ? mv[l] : m, s += sv[l];
+    for (; v < V; v++) m = x[v] > m ? x[v] : m, s += (double)x[v];
+    *sum = s;
+    return m;
 }
 
 /* d = dscale * (softmax(x) - u), the target's one-hot term left to the caller */
@@ -716,12 +865,12 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
     for (int n = 0; n < N; n++) {
         const real *x = logits + (size_t)n * Vp;
         int t = targets[n];
-        real m = x[0];
-        int am = 0;
-        for (int v = 1; v < V; v++)
-            if (x[v] > m) m = x[v], am = v;
-        double sum = 0, z = row_sumexp(x, V, m);
-        for (int v = 0; v < V; v++) sum += x[v];
+        double sum;
+        real m = row_max_sum(x, V, &sum);
+        int am = 0; /* the first maximum, as a running strict `>` finds it */
+        while (am < V && !(x[am] == m)) am++;
+        if (am == V) am = 0;
+        double z = row_sumexp(x, V, m);
         real lse = m + (real)log(z);
         if (t < 0) {
             losses[n] = 0;
@@ -1060,8 +1209,8 @@ static double cpu_sumsq(gpt_backend *be, const float *x, size_t n)
 static void cpu_scale(gpt_backend *be, float *x, float a, size_t n)
 {
     (void)be;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] *= a;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i += ELEM_CHUNK) scale_to(x + i, x + i, a, n - i < ELEM_CHUNK ? n - i : ELEM_CHUNK);
 }
 static int cpu_nonfinite(gpt_backend *be, const float *x, size_t n)
 {

@@ -69,19 +69,25 @@ void gpt_adamw_free(gpt_adamw *o)
     memset(o, 0, sizeof *o);
 }
 
-/* Vector code for AVX-512, AVX2 and plain x86-64 (chosen at load time); without errno, sqrtf is one
- * instruction that vectorizes. sqrt and division are correctly rounded and -std=c11 forbids FMA
- * contraction, so every version computes the same bits (still torch's). */
+/* Vector code for AVX-512, AVX2 and plain x86-64 (chosen at load time); without errno (the
+ * Makefile builds this file with -fno-math-errno), sqrtf is one instruction that vectorizes. sqrt and division are correctly rounded and -std=c11 forbids FMA
+ * contraction, so every version computes the same bits (still torch's). The kernels are
+ * functions of their own called per chunk: OpenMP's outlined loop body would not inherit the
+ * target and optimize attributes, and would stay scalar. */
 #if defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3", "no-math-errno")))
+#define OPT_HOT __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3", "no-math-errno")))
+#else
+#define OPT_HOT
 #endif
-void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a)
+
+/* Elements per parallel work item: whole cache-friendly runs, a fixed split. */
+#define OPT_CHUNK 16384
+
+OPT_HOT static void adamw_chunk(float *restrict pp, const float *restrict gr, float *restrict mm, float *restrict vv,
+                                size_t n, const gpt_adamw_args *a)
 {
     const float grad_scale = a->grad_scale, decay = a->decay, step_size = a->step_size, bc2_sqrt = a->bc2_sqrt;
     const float w1 = a->w1, b2 = a->b2, w2 = a->w2, eps = a->eps;
-    float *restrict pp = p, *restrict mm = m, *restrict vv = v;
-    const float *restrict gr = g;
-#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float gi = gr[i] * grad_scale;
         /* decay 1 (no weight decay) leaves every value, NaN and -0 included, as it was */
@@ -90,11 +96,21 @@ void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, co
         float mi = mm[i] + w1 * (gi - mm[i]);
         float vi = vv[i] * b2;
         vi = vi + w2 * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        float denom = __builtin_sqrtf(vi) / bc2_sqrt + eps;
         pi = pi + (-step_size) * (mi / denom);
         mm[i] = mi;
         vv[i] = vi;
         pp[i] = pi;
+    }
+}
+
+void gpt_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const gpt_adamw_args *a)
+{
+    size_t nch = (n + OPT_CHUNK - 1) / OPT_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+    for (size_t c = 0; c < nch; c++) {
+        size_t o = c * OPT_CHUNK, k = n - o < OPT_CHUNK ? n - o : OPT_CHUNK;
+        adamw_chunk(p + o, g + o, m + o, v + o, k, a);
     }
 }
 
@@ -162,6 +178,19 @@ double gpt_lr_at(const gpt_lr_schedule *s, int64_t step)
     return lo + 0.5 * (s->lr - lo) * (1.0 + cos(M_PI * prog));
 }
 
+/* A chunk's sum of squares in 16 double lanes, added in lane order. */
+OPT_HOT static double sumsq_chunk(const float *x, size_t n)
+{
+    double acc[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += (double)x[i + l] * (double)x[i + l];
+    double s = 0;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
 double gpt_sumsq(const float *x, size_t n)
 {
     double s = 0;
@@ -169,12 +198,10 @@ double gpt_sumsq(const float *x, size_t n)
     enum { CH = 4096 };
     size_t nch = (n + CH - 1) / CH;
     double *part = gpt_xcalloc(nch ? nch : 1, sizeof(double));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nch > 8)
     for (size_t c = 0; c < nch; c++) {
         size_t a = c * CH, b = a + CH < n ? a + CH : n;
-        double acc = 0;
-        for (size_t i = a; i < b; i++) acc += (double)x[i] * (double)x[i];
-        part[c] = acc;
+        part[c] = sumsq_chunk(x + a, b - a);
     }
     for (size_t c = 0; c < nch; c++) s += part[c];
     free(part);

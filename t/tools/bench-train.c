@@ -44,20 +44,35 @@ int main(int argc, char **argv)
     float *P = gpt_model_param_data(m), *G = gpt_model_grad_data(m);
     gpt_loss loss;
     double best = 1e30, sum = 0;
+    /* per-phase seconds over the timed steps (stderr): zero grad, forward, backward, norm, AdamW */
+    double ph[5] = {0};
     for (int s = 0; s < steps + 1; s++) {
-        double t0 = omp_get_wtime();
+        double t[6];
+        t[0] = omp_get_wtime();
         gpt_model_zero_grad(m);
-        if (gpt_model_forward(m, tok, tgt, B, T, &o, &loss, &err) < 0 || gpt_model_backward(m, &err) < 0) {
+        t[1] = omp_get_wtime();
+        if (gpt_model_forward(m, tok, tgt, B, T, &o, &loss, &err) < 0) {
             fprintf(stderr, "bench-train: %s\n", err.msg);
             return 1;
         }
+        t[2] = omp_get_wtime();
+        if (gpt_model_backward(m, &err) < 0) {
+            fprintf(stderr, "bench-train: %s\n", err.msg);
+            return 1;
+        }
+        t[3] = omp_get_wtime();
         double norm = sqrt(gpt_sumsq(G, tab->total));
+        t[4] = omp_get_wtime();
         gpt_adamw_step(&opt, P, G, 1e-4, gpt_clip_coef(norm, 1.0));
-        double dt = omp_get_wtime() - t0;
+        t[5] = omp_get_wtime();
+        double dt = t[5] - t[0];
         if (s == 0) continue; /* warm-up */
+        for (int i = 0; i < 5; i++) ph[i] += t[i + 1] - t[i];
         sum += dt;
         best = dt < best ? dt : best;
     }
+    fprintf(stderr, "bench-train: s/step zero %.4f forward %.4f backward %.4f sumsq %.4f adamw %.4f\n",
+            ph[0] / steps, ph[1] / steps, ph[2] / steps, ph[3] / steps, ph[4] / steps);
     gpt_adamw_free(&opt);
     uint64_t total, active;
     gpt_param_count(c, &total, &active);
