@@ -830,31 +830,56 @@ HOT static double row_sumexp(const real *x, int V, real m)
     return z;
 }
 
-/* The row's maximum (x[0] when that is NaN, as a running `>` from x[0] gives) and its sum in double. */
-HOT static real row_max_sum(const real *x, int V, double *sum)
+/* The row's maximum (x[0] when that is NaN, as a running `>` from x[0] gives), the index of its
+ * first occurrence (*am) and the row's sum in double. Each lane keeps its first maximum; the
+ * smallest index among the lanes that hold the row's maximum is the row's first. */
+HOT static real row_max_sum(const real *x, int V, int *am, double *sum)
 {
     real mv[LANES];
+    int mi[LANES];
     double sv[LANES] = {0};
-    for (int l = 0; l < LANES; l++) mv[l] = x[0];
+    for (int l = 0; l < LANES; l++) mv[l] = x[0], mi[l] = 0;
     int v = 0;
     for (; v + LANES <= V; v += LANES)
         for (int l = 0; l < LANES; l++) {
             real a = x[v + l];
-            mv[l] = a > mv[l] ? a : mv[l];
+            int gt = a > mv[l];
+            mi[l] = gt ? v + l : mi[l];
+            mv[l] = gt ? a : mv[l];
             sv[l] += (double)a;
         }
     real m = x[0];
     double s = 0;
     for (int l = 0; l < LANES; l++) m = mv[l] > m ? mv[l] : m, s += sv[l];
-    for (; v < V; v++) m = x[v] > m ? x[v] : m, s += (double)x[v];
+    int best = 0, found = 0;
+    for (int l = 0; l < LANES; l++)
+        if (mv[l] == m && (!found || mi[l] < best)) best = mi[l], found = 1;
+    for (; v < V; v++) {
+        if (x[v] > m) m = x[v], best = v, found = 1;
+        s += (double)x[v];
+    }
+    *am = found ? best : 0;
     *sum = s;
     return m;
 }
 
-/* d = dscale * (softmax(x) - u), the target's one-hot term left to the caller */
-HOT static void row_softmax_grad(real *d, const real *x, int V, real lse, real dscale, real u)
+/* d[v] = exp(x[v] - m) (d may be x) and their sum in double */
+HOT static double row_exp_sum(real *d, const real *x, int V, real m)
 {
-    for (int v = 0; v < V; v++) d[v] = dscale * (vexp(x[v] - lse) - u);
+    double zv[LANES] = {0};
+    int v = 0;
+    for (; v + LANES <= V; v += LANES)
+        for (int l = 0; l < LANES; l++) zv[l] += (double)(d[v + l] = vexp(x[v + l] - m));
+    double z = 0;
+    for (int l = 0; l < LANES; l++) z += zv[l];
+    for (; v < V; v++) z += (double)(d[v] = vexp(x[v] - m));
+    return z;
+}
+
+/* e holds exp(x - m): d = dscale * (softmax(x) - u), the target's one-hot term left to the caller */
+HOT static void row_softmax_grad(real *d, int V, real inv_z, real dscale, real u)
+{
+    for (int v = 0; v < V; v++) d[v] = dscale * (d[v] * inv_z - u);
 }
 
 static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits, const real *logits,
@@ -866,27 +891,26 @@ static void cpu_xent(gpt_backend *be, real *losses, int *correct, real *dlogits,
         const real *x = logits + (size_t)n * Vp;
         int t = targets[n];
         double sum;
-        real m = row_max_sum(x, V, &sum);
-        int am = 0; /* the first maximum, as a running strict `>` finds it */
-        while (am < V && !(x[am] == m)) am++;
-        if (am == V) am = 0;
-        double z = row_sumexp(x, V, m);
+        int am;
+        real m = row_max_sum(x, V, &am, &sum);
+        /* with a gradient to write, keep the exponentials there (dlogits may be the logits) */
+        real *d = dlogits ? dlogits + (size_t)n * Vp : NULL, xt = t >= 0 ? x[t] : 0;
+        double z = d && t >= 0 ? row_exp_sum(d, x, V, m) : row_sumexp(x, V, m);
         real lse = m + (real)log(z);
         if (t < 0) {
             losses[n] = 0;
             correct[n] = 0;
         } else {
-            real nll = lse - x[t], uni = lse - (real)(sum / V);
+            real nll = lse - xt, uni = lse - (real)(sum / V);
             losses[n] = (1.0f - smoothing) * nll + smoothing * uni;
             correct[n] = am == t;
         }
-        if (dlogits) {
-            real *d = dlogits + (size_t)n * Vp;
+        if (d) {
             if (t < 0) {
                 memset(d, 0, (size_t)Vp * sizeof *d);
                 continue;
             }
-            row_softmax_grad(d, x, V, lse, dscale, smoothing / V);
+            row_softmax_grad(d, V, (real)(1.0 / z), dscale, smoothing / V);
             d[t] -= dscale * (1.0f - smoothing);
             for (int v = V; v < Vp; v++) d[v] = 0;
         }
