@@ -257,6 +257,21 @@ static void write_json(const options *o, const prompt_in *p, const gpt_gen_req *
 /* early exits free the argument arrays (make asan checks leaks) */
 #define EXIT(x) do { int rc_ = (x); free(o.prompts), free(o.eos), free(o.stop), free(o.sets); return rc_; } while (0)
 
+/* Whether any rank of world failed (collective): ranks read different pieces, so one can fail
+ * alone; all stop together, and *first is the lowest failing rank (the one that reports). */
+static int any_failed(gpt_comm *world, int failed, int *first)
+{
+    double *f = gpt_xcalloc((size_t)world->size, sizeof *f);
+    gpt_err e2 = {{0}};
+    f[world->rank] = failed;
+    if (world->allreduce_sum_f64(world, f, (size_t)world->size, &e2) < 0) world->abort(world, 1);
+    *first = -1;
+    for (int r = world->size - 1; r >= 0; r--)
+        if (f[r] != 0) *first = r;
+    free(f);
+    return *first >= 0;
+}
+
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
@@ -397,7 +412,7 @@ int main(int argc, char **argv)
 
     gpt_err err = {{0}};
     int status = 0;
-    /* tensor parallel: every rank loads the whole model, keeps its piece, and runs the same
+    /* tensor parallel: every rank reads only its piece of the model, and runs the same
      * requests; gathered logits make every rank sample the same tokens, rank 0 prints */
     /* pipeline parallel: each stage keeps its layers (and their KV cache); activations go stage to
      * stage and the last stage's logits are broadcast, so again every rank samples the same tokens */
@@ -427,26 +442,18 @@ int main(int argc, char **argv)
         EXIT(1);
     }
     gpt_loaded_model lm;
-    if (gpt_model_open_ex(&lm, o.model, be, o.sets, o.n_sets, &(gpt_open_opts){.experts = o.experts}, &err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err.msg);
+    /* across ranks each rank reads only its piece (stage layers, tp slices) from the files */
+    gpt_open_opts oo = {.experts = o.experts};
+    if (world) oo.tp = mesh.tp_comm, oo.pp = ppn, oo.stage = mesh.pp_rank;
+    int bad = gpt_model_open_ex(&lm, o.model, be, o.sets, o.n_sets, &oo, &err) < 0, first = 0;
+    if (world ? any_failed(world, bad, &first) : bad) {
+        if (!world || world->rank == first) fprintf(stderr, PROG ": %s\n", bad ? err.msg : "another rank failed");
+        if (!bad) gpt_model_close(&lm);
         be->destroy(be);
+        if (world) gpt_mesh_free(&mesh), gpt_comm_close(world);
         EXIT(1);
     }
-    if (world) {
-        gpt_model *pm = ppn > 1 ? gpt_model_pp_from(lm.model, mesh.tp_comm, ppn, mesh.pp_rank, &err)
-                                : gpt_model_tp_from(lm.model, mesh.tp_comm, &err);
-        if (!pm) {
-            if (world->rank == 0) fprintf(stderr, PROG ": %s\n", err.msg);
-            gpt_model_close(&lm);
-            be->destroy(be);
-            gpt_mesh_free(&mesh);
-            gpt_comm_close(world);
-            EXIT(1);
-        }
-        gpt_model_pp_set_comm(pm, mesh.pp_comm);
-        gpt_model_free(lm.model); /* generation runs on the piece */
-        lm.model = pm;
-    }
+    if (world) gpt_model_pp_set_comm(lm.model, mesh.pp_comm);
     const gpt_model_config *mc = gpt_model_full_config(lm.model);
     gpt_tokenizer *tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err);
     if (!tk) {

@@ -134,6 +134,13 @@ const gpt_ckpt_blob_info *gpt_ckpt_blob_at(const gpt_ckpt *ck, size_t i);
 /* Raw bytes of a tensor (buf holds t->nbytes), checksum verified. Reading tensors in file order is
  * sequential even for compressed shards. */
 int gpt_ckpt_read(gpt_ckpt *ck, const gpt_ckpt_tensor *t, void *buf, gpt_err *err);
+/* The same bytes in order, in chunks of whole elements through buf (cap bytes): fn gets each chunk
+ * with its byte offset in the tensor; the checksum is checked after the last chunk (so a consumer
+ * must discard what it built when this fails). Resident memory stays at buf, whatever the tensor's
+ * size: inference across ranks reads only its piece of each tensor this way. */
+int gpt_ckpt_read_stream(gpt_ckpt *ck, const gpt_ckpt_tensor *t, void *buf, size_t cap,
+                         int (*fn)(void *ctx, const void *bytes, uint64_t off, size_t n, gpt_err *err), void *ctx,
+                         gpt_err *err);
 /* A float tensor as f32 (out holds t->numel). */
 int gpt_ckpt_read_f32(gpt_ckpt *ck, const gpt_ckpt_tensor *t, float *out, gpt_err *err);
 /* One parameter of the table into dst (t->numel floats): the tensor of that name, or an MXFP4 pair

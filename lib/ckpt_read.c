@@ -777,3 +777,52 @@ int gpt_ckpt_verify(gpt_ckpt *ck, void (*progress)(void *ctx, size_t done, size_
     }
     return rc;
 }
+
+int gpt_ckpt_read_stream(gpt_ckpt *ck, const gpt_ckpt_tensor *t, void *buf, size_t cap,
+                         int (*fn)(void *ctx, const void *bytes, uint64_t off, size_t n, gpt_err *err), void *ctx,
+                         gpt_err *err)
+{
+    size_t es = gpt_st_dtype_size(t->dtype);
+    if (es == 0 || cap < es) return gpt_errf(err, "tensor %s: a read buffer of %zu bytes is too small", t->name, cap);
+    cap -= cap % es; /* whole elements per chunk: the consumer converts each chunk on its own */
+    if (shard_open(ck, t->shard, err) < 0) return -1;
+    shard *s = &ck->sh[t->shard];
+    if (s->zstd && s->data_start + t->offset < s->pos) { /* backwards: restart the decoder */
+        shard_close(s);
+        if (shard_open(ck, t->shard, err) < 0) return -1;
+    }
+    if (s->zstd && z_pull(ck, s, NULL, s->data_start + t->offset - s->pos, err) < 0)
+        return gpt_err_prefix(err, "reading tensor %s: ", t->name);
+    XXH64_state_t *hs = XXH64_createState();
+    if (!hs) abort();
+    XXH64_reset(hs, 0);
+    int rc = 0;
+    for (uint64_t done = 0; done < t->nbytes && rc == 0;) {
+        size_t n = t->nbytes - done < cap ? (size_t)(t->nbytes - done) : cap;
+        if (!s->zstd) {
+            for (size_t got = 0; got < n && rc == 0;) {
+                ssize_t r = pread(s->fd, (unsigned char *)buf + got, n - got, (off_t)(s->data_start + t->offset + done + got));
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0)
+                    rc = gpt_errf(err, "%s/%s: reading tensor %s: %s", ck->dir, s->file, t->name,
+                                  r < 0 ? strerror(errno) : "the file is shorter than its header says (truncated?)");
+                else
+                    got += (size_t)r;
+            }
+        } else if (z_pull(ck, s, buf, n, err) < 0) {
+            rc = gpt_err_prefix(err, "reading tensor %s: ", t->name);
+        }
+        if (rc == 0) {
+            XXH64_update(hs, buf, n);
+            rc = fn(ctx, buf, done, n, err);
+        }
+        done += n;
+    }
+    uint64_t h = XXH64_digest(hs);
+    XXH64_freeState(hs);
+    if (rc == 0 && h != t->xxh64)
+        rc = gpt_errf(err, "%s/%s: tensor %s is corrupt: xxh64 %016" PRIx64 ", manifest.json says %016" PRIx64
+                      " (restore the checkpoint from another copy)",
+                      ck->dir, s->file, t->name, h, t->xxh64);
+    return rc;
+}

@@ -52,6 +52,44 @@ static int load_mxfp4(const gpt_tensor *t, const gpt_st_tensor *blocks, const gp
     return 0;
 }
 
+const gpt_st_tensor *gpt_hf_find(const gpt_st_set *s, const char *name) { return find_tensor(s, name); }
+
+int gpt_hf_read_param(const gpt_st_set *s, const char *path, const gpt_model_config *cfg, const gpt_tensor *t,
+                      float *dst, gpt_err *err)
+{
+    const gpt_st_tensor *st = find_tensor(s, t->name);
+    if (!st) {
+        char bn[GPT_TENSOR_NAME_MAX + 16], sn[GPT_TENSOR_NAME_MAX + 16];
+        snprintf(bn, sizeof bn, "%s_blocks", t->name);
+        snprintf(sn, sizeof sn, "%s_scales", t->name);
+        const gpt_st_tensor *blocks = gpt_st_set_find(s, bn), *scales = gpt_st_set_find(s, sn);
+        if (blocks && scales) {
+            int rc = load_mxfp4(t, blocks, scales, dst, err);
+            gpt_st_release(blocks);
+            gpt_st_release(scales);
+            return rc;
+        }
+        return gpt_errf(err, "%s: tensor %s is missing (the config expects it; is this the right model?)", path,
+                        t->name);
+    }
+    /* The vocabulary may be padded here: the file holds the first vocab_size rows. */
+    int padded = t->shape[0] == cfg->padded_vocab_size && cfg->padded_vocab_size != cfg->vocab_size &&
+                 st->ndim == t->ndim && st->shape[0] == (uint64_t)cfg->vocab_size;
+    int same = st->ndim == t->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = st->shape[d] == (uint64_t)t->shape[d] || (d == 0 && padded);
+    if (!same) {
+        char got[128], want[128];
+        uint64_t ws[4];
+        for (int d = 0; d < t->ndim; d++) ws[d] = (uint64_t)t->shape[d];
+        shape_str(got, sizeof got, st->ndim, st->shape);
+        shape_str(want, sizeof want, t->ndim, ws);
+        return gpt_errf(err, "%s: tensor %s has shape %s, the config needs %s", path, t->name, got, want);
+    }
+    int rc = gpt_st_read_f32(st, dst, (size_t)st->numel, err);
+    gpt_st_release(st); /* resident memory stays at one tensor of the file's mapping */
+    return rc;
+}
+
 int gpt_model_load_hf(gpt_model *m, const char *path, gpt_err *err)
 {
     gpt_st_set *s = gpt_st_open_dir(path, err);
@@ -60,40 +98,7 @@ int gpt_model_load_hf(gpt_model *m, const char *path, gpt_err *err)
     const gpt_model_config *cfg = gpt_model_config_of(m);
     float *host = gpt_xcalloc(tab->total, sizeof *host);
     int rc = 0;
-    for (int i = 0; i < tab->n && rc == 0; i++) {
-        const gpt_tensor *t = &tab->t[i];
-        float *dst = host + t->offset;
-        const gpt_st_tensor *st = find_tensor(s, t->name);
-        if (!st) {
-            char bn[GPT_TENSOR_NAME_MAX + 16], sn[GPT_TENSOR_NAME_MAX + 16];
-            snprintf(bn, sizeof bn, "%s_blocks", t->name);
-            snprintf(sn, sizeof sn, "%s_scales", t->name);
-            const gpt_st_tensor *blocks = gpt_st_set_find(s, bn), *scales = gpt_st_set_find(s, sn);
-            if (blocks && scales) {
-                rc = load_mxfp4(t, blocks, scales, dst, err);
-                continue;
-            }
-            rc = gpt_errf(err, "%s: tensor %s is missing (the config expects it; is this the right model?)", path,
-                          t->name);
-            break;
-        }
-        /* The vocabulary may be padded here: the file holds the first vocab_size rows. */
-        int padded = t->shape[0] == cfg->padded_vocab_size && cfg->padded_vocab_size != cfg->vocab_size &&
-                     st->ndim == t->ndim && st->shape[0] == (uint64_t)cfg->vocab_size;
-        int same = st->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++)
-            same = st->shape[d] == (uint64_t)t->shape[d] || (d == 0 && padded);
-        if (!same) {
-            char got[128], want[128];
-            uint64_t ws[4];
-            for (int d = 0; d < t->ndim; d++) ws[d] = (uint64_t)t->shape[d];
-            shape_str(got, sizeof got, st->ndim, st->shape);
-            shape_str(want, sizeof want, t->ndim, ws);
-            rc = gpt_errf(err, "%s: tensor %s has shape %s, the config needs %s", path, t->name, got, want);
-            break;
-        }
-        rc = gpt_st_read_f32(st, dst, (size_t)st->numel, err);
-    }
+    for (int i = 0; i < tab->n && rc == 0; i++) rc = gpt_hf_read_param(s, path, cfg, &tab->t[i], host + tab->t[i].offset, err);
     if (rc == 0) gpt_model_backend(m)->to_device(gpt_model_backend(m), gpt_model_param_data(m), host,
                                                  tab->total * sizeof *host);
     free(host);

@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "hf_import.h"
+#include "model_piece.h"
 
 static char *path_join(const char *dir, const char *name)
 {
@@ -112,6 +113,8 @@ static int load_checkpoint_weights(gpt_ckpt *ck, gpt_model *m, gpt_err *err)
     return 0;
 }
 
+static int piece_wanted(const gpt_open_opts *oo) { return oo->pp > 1 || (oo->tp && oo->tp->size > 1); }
+
 static int open_checkpoint(gpt_loaded_model *lm, const char *path, gpt_backend *be, const char *const *sets,
                            size_t n_sets, const gpt_open_opts *oo, gpt_err *err)
 {
@@ -124,6 +127,14 @@ static int open_checkpoint(gpt_loaded_model *lm, const char *path, gpt_backend *
     int rc = -1;
     if (gpt_config_load(yaml, &lm->cfg, err) < 0 || (n_sets && gpt_config_set_all(&lm->cfg, sets, n_sets, err) < 0)) {
         gpt_err_prefix(err, "model %s", path);
+    } else if (piece_wanted(oo)) {
+        if ((lm->model = gpt_model_piece_from_ckpt(ck, &lm->cfg.model, be, oo->tp, oo->pp, oo->stage, err)) != NULL) {
+            free(lm->dir);
+            lm->dir = gpt_xstrdup(gpt_ckpt_dir(ck));
+            rc = 0;
+        } else {
+            gpt_err_prefix(err, "model %s", path);
+        }
     } else if ((lm->model = gpt_model_create_ex(&lm->cfg.model, be,
                                                 &(gpt_model_opts){.mxfp4_experts = oo->experts == GPT_EXPERTS_MXFP4 ||
                                                                                    (oo->experts == GPT_EXPERTS_AUTO &&
@@ -158,6 +169,8 @@ int gpt_model_open_ex(gpt_loaded_model *lm, const char *path, gpt_backend *be, c
         return gpt_errf(err, "no model given: pass -m DIR (a checkpoint, or a directory with model.yaml and "
                              "model.safetensors)");
     if (stat(path, &st) < 0) return gpt_errf(err, "model %s: cannot access it (does it exist?)", path);
+    if (piece_wanted(&oo) && oo.experts == GPT_EXPERTS_MXFP4)
+        return gpt_errf(err, "tensor/pipeline-parallel inference cuts fp32 expert weights: use --experts f32 (or auto)");
     if (S_ISDIR(st.st_mode)) {
         lm->dir = gpt_xstrdup(path);
     } else {
@@ -188,6 +201,14 @@ int gpt_model_open_ex(gpt_loaded_model *lm, const char *path, gpt_backend *be, c
     }
     if (oo.experts == GPT_EXPERTS_MXFP4) {
         gpt_errf(err, "model %s: MXFP4 experts at inference need a native checkpoint (gpt-shard import it first)", path);
+        goto out;
+    }
+    if (piece_wanted(&oo)) {
+        if (!(lm->model = gpt_model_piece_from_hf(weights, &lm->cfg.model, be, oo.tp, oo.pp, oo.stage, err))) {
+            gpt_err_prefix(err, "model %s", path);
+            goto out;
+        }
+        rc = 0;
         goto out;
     }
     lm->model = gpt_model_create(&lm->cfg.model, be, err);

@@ -9,6 +9,7 @@
 #define GPT_MODEL_LOAD_H
 
 #include "backend.h"
+#include "comm.h"
 #include "config.h"
 #include "error.h"
 #include "model.h"
@@ -24,6 +25,14 @@ typedef struct gpt_loaded_model {
 enum { GPT_EXPERTS_AUTO = 0, GPT_EXPERTS_F32, GPT_EXPERTS_MXFP4 };
 typedef struct gpt_open_opts {
     int experts;
+    /* Inference across ranks: open only this rank's piece, stage `stage` of pp (0 or 1: one stage),
+     * tensor-parallel over tp (NULL or size 1: none); the tp group must outlive the model. Each
+     * tensor the piece holds is read from the files on its own and cut as it streams past
+     * (model_piece.h), so no rank ever holds the whole model; the model equals what
+     * gpt_model_pp_from cuts from the whole one. Experts are fp32 then (AUTO dequantizes MXFP4;
+     * MXFP4 is refused). */
+    gpt_comm *tp;
+    int pp, stage;
 } gpt_open_opts;
 
 /* sets: --set overrides applied to the config before the model is built (n_sets may be 0). */
