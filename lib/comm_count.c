@@ -12,7 +12,8 @@ typedef struct {
 } counting;
 
 static const char *const names[GPT_CC_N] = {"allreduce", "allreduce_f64", "reduce_scatter", "allgather",
-                                            "broadcast", "send", "recv"};
+                                            "broadcast", "send", "recv", "alltoallv", "alltoallv_recv",
+                                            "alltoallv_self"};
 
 static void destroy(gpt_comm *c);
 static int is_counting(const gpt_comm *c) { return c && c->destroy == destroy; }
@@ -65,6 +66,17 @@ static int recv(gpt_comm *c, void *buf, size_t bytes, int peer, int tag, gpt_err
     gpt_comm *in = self(c)->inner;
     return in->recv(in, buf, bytes, peer, tag, err);
 }
+static int alltoallv(gpt_comm *c, const float *send_, const size_t *scounts, const size_t *sdispls, float *recv_,
+                     const size_t *rcounts, const size_t *rdispls, gpt_err *err)
+{
+    uint64_t ns = 0, nr = 0;
+    for (int r = 0; r < c->size; r++) ns += scounts[r], nr += rcounts[r];
+    add(c, GPT_CC_ALLTOALLV, ns * sizeof(float));
+    add(c, GPT_CC_ALLTOALLV_RECV, nr * sizeof(float));
+    add(c, GPT_CC_ALLTOALLV_SELF, (uint64_t)scounts[c->rank] * sizeof(float));
+    gpt_comm *in = self(c)->inner;
+    return in->alltoallv(in, send_, scounts, sdispls, recv_, rcounts, rdispls, err);
+}
 static int barrier(gpt_comm *c, gpt_err *err)
 {
     gpt_comm *in = self(c)->inner;
@@ -106,6 +118,7 @@ gpt_comm *gpt_comm_counting(gpt_comm *inner)
     w->pub.split = split;
     w->pub.send = send;
     w->pub.recv = recv;
+    if (inner->alltoallv) w->pub.alltoallv = alltoallv;
     return &w->pub;
 }
 

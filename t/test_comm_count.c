@@ -2,11 +2,33 @@
  * payload the header defines (4n bytes for an all-reduce of n floats, 8n for doubles, size * n
  * floats for reduce-scatter and all-gather, the bytes of a broadcast, send and receive), the data
  * still goes through, splits count on their own, reset zeroes, and a plain communicator reports
- * nothing. */
+ * nothing. The all-to-all is counted per direction (sent, received, and the share a rank sends
+ * itself) over a fake 3-rank inner communicator, so the directions differ; an inner communicator
+ * without one keeps none. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm_count.h"
 #include "tap.h"
+
+/* A fake rank 1 of 3: its all-to-all records what reached it and fills recv with the send rows
+ * tagged by their target, so the test sees the arguments pass through unchanged. */
+typedef struct {
+    int calls;
+    const size_t *sc, *rc;
+} fake_ctx;
+static int fake_a2a(gpt_comm *c, const float *send, const size_t *scounts, const size_t *sdispls, float *recv,
+                    const size_t *rcounts, const size_t *rdispls, gpt_err *err)
+{
+    (void)err;
+    fake_ctx *x = c->ctx;
+    x->calls++;
+    x->sc = scounts, x->rc = rcounts;
+    for (int r = 0; r < c->size; r++)
+        for (size_t i = 0; i < rcounts[r]; i++) recv[rdispls[r] + i] = (float)(100 * r) + (i < scounts[r] ? send[sdispls[r] + i] : -1);
+    return 0;
+}
+static void fake_destroy(gpt_comm *c) { free(c); }
 
 int main(void)
 {
@@ -62,6 +84,48 @@ int main(void)
     is_int(sum, 0, "reset zeroes every counter");
     is_str(gpt_comm_count_name(GPT_CC_REDUCE_SCATTER), "reduce_scatter", "kind names");
     is_str(gpt_comm_count_name(GPT_CC_N), "?", "an unknown kind");
+
+    /* the all-to-all over one process: its single share goes to itself */
+    float a2[6] = {0};
+    size_t one[1] = {3}, zero[1] = {0}, at3[1] = {3};
+    ok(c->alltoallv != NULL, "the wrapper offers the inner all-to-all");
+    ok(c->alltoallv(c, buf + 10, one, zero, a2, one, at3, &err) == 0, "all-to-all on one rank");
+    ok(a2[3] == 10 && a2[5] == 12, "the one-rank all-to-all moved the data through");
+    gpt_comm_counts_get(c, &n);
+    is_int(n.calls[GPT_CC_ALLTOALLV], 1, "1 all-to-all call");
+    is_int(n.bytes[GPT_CC_ALLTOALLV], 12, "all-to-all sent bytes, one rank: its own 3 floats");
+    is_int(n.bytes[GPT_CC_ALLTOALLV_RECV], 12, "all-to-all received bytes, one rank");
+    is_int(n.bytes[GPT_CC_ALLTOALLV_SELF], 12, "one rank: everything it sends is to itself");
+    is_int(n.bytes[GPT_CC_ALLREDUCE], 0, "the all-to-all counts under its own kinds only");
+
+    /* rank 1 of 3 sends 2, 5, 7 floats and receives 4, 1, 6: sent 56 bytes, received 44, to itself 20 */
+    fake_ctx fx = {0};
+    gpt_comm *fake = gpt_xcalloc(1, sizeof *fake);
+    fake->name = "fake", fake->rank = 1, fake->size = 3, fake->ctx = &fx;
+    fake->alltoallv = fake_a2a, fake->destroy = fake_destroy;
+    gpt_comm *f3 = gpt_comm_counting(fake);
+    float snd[14], rcv[11];
+    for (int i = 0; i < 14; i++) snd[i] = (float)i;
+    size_t sc[3] = {2, 5, 7}, sd[3] = {0, 2, 7}, rc[3] = {4, 1, 6}, rd[3] = {0, 4, 5};
+    ok(f3->alltoallv(f3, snd, sc, sd, rcv, rc, rd, &err) == 0, "all-to-all over 3 ranks");
+    ok(f3->alltoallv(f3, snd, sc, sd, rcv, rc, rd, &err) == 0, "all-to-all over 3 ranks again");
+    ok(fx.calls == 2 && fx.sc == sc && fx.rc == rc, "the inner all-to-all got the caller's counts");
+    ok(rcv[0] == 0 && rcv[4] == 102 && rcv[5] == 207 && rcv[10] == 212, "the data went through (%g %g %g %g)",
+       rcv[0], rcv[4], rcv[5], rcv[10]);
+    gpt_comm_counts n3;
+    gpt_comm_counts_get(f3, &n3);
+    is_int(n3.calls[GPT_CC_ALLTOALLV], 2, "2 all-to-all calls");
+    is_int(n3.bytes[GPT_CC_ALLTOALLV], 2 * 4 * (2 + 5 + 7), "sent: 4 x the sum of scounts per call");
+    is_int(n3.bytes[GPT_CC_ALLTOALLV_RECV], 2 * 4 * (4 + 1 + 6), "received: 4 x the sum of rcounts per call");
+    is_int(n3.bytes[GPT_CC_ALLTOALLV_SELF], 2 * 4 * 5, "to itself: 4 x scounts[rank] per call");
+    is_str(gpt_comm_count_name(GPT_CC_ALLTOALLV_RECV), "alltoallv_recv", "the all-to-all's kind names");
+    gpt_comm_free(f3); /* no barrier: the fake has none */
+
+    gpt_comm *bare = gpt_xcalloc(1, sizeof *bare); /* no all-to-all (NCCL) */
+    bare->name = "bare", bare->size = 2, bare->destroy = fake_destroy;
+    gpt_comm *fb = gpt_comm_counting(bare);
+    ok(fb->alltoallv == NULL, "an inner communicator without an all-to-all: the wrapper has none either");
+    gpt_comm_free(fb);
 
     gpt_comm *plain = gpt_comm_single();
     n.calls[0] = 99;
