@@ -13,7 +13,7 @@ typedef struct {
 
 static const char *const names[GPT_CC_N] = {"allreduce", "allreduce_f64", "reduce_scatter", "allgather",
                                             "broadcast", "send", "recv", "alltoallv", "alltoallv_recv",
-                                            "alltoallv_self"};
+                                            "alltoallv_self", "iallreduce", "ireduce"};
 
 static void destroy(gpt_comm *c);
 static int is_counting(const gpt_comm *c) { return c && c->destroy == destroy; }
@@ -77,6 +77,18 @@ static int alltoallv(gpt_comm *c, const float *send_, const size_t *scounts, con
     gpt_comm *in = self(c)->inner;
     return in->alltoallv(in, send_, scounts, sdispls, recv_, rcounts, rdispls, err);
 }
+static int iallreduce(gpt_comm *c, float *buf, size_t n, gpt_comm_req **req, gpt_err *err)
+{
+    add(c, GPT_CC_IALLREDUCE, (uint64_t)n * sizeof(float));
+    gpt_comm *in = self(c)->inner;
+    return in->iallreduce_sum(in, buf, n, req, err);
+}
+static int ireduce(gpt_comm *c, float *buf, size_t n, int root, gpt_comm_req **req, gpt_err *err)
+{
+    add(c, GPT_CC_IREDUCE, (uint64_t)n * sizeof(float));
+    gpt_comm *in = self(c)->inner;
+    return in->ireduce_sum(in, buf, n, root, req, err);
+}
 static int barrier(gpt_comm *c, gpt_err *err)
 {
     gpt_comm *in = self(c)->inner;
@@ -119,6 +131,8 @@ gpt_comm *gpt_comm_counting(gpt_comm *inner)
     w->pub.send = send;
     w->pub.recv = recv;
     if (inner->alltoallv) w->pub.alltoallv = alltoallv;
+    if (inner->iallreduce_sum) w->pub.iallreduce_sum = iallreduce;
+    if (inner->ireduce_sum) w->pub.ireduce_sum = ireduce;
     return &w->pub;
 }
 

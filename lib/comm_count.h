@@ -16,6 +16,8 @@
  * own share included, as an all-reduce counts the rank's own part), "alltoallv_recv" the floats it
  * receives (sum of rcounts); "alltoallv_self" the share of the sent floats addressed to this rank
  * itself (scounts[rank]), which never leaves it: off-rank bytes are alltoallv - alltoallv_self.
+ * The non-blocking all-reduce and reduce (the gradient reduction overlapped with backward) count
+ * like their blocking forms, under their own kinds, when they start; test and wait pass through.
  * One rank (size 1) counts the same calls and bytes: the caller asked for them.
  *
  * The wrapper shares the inner communicator's ctx and copies its function table, overriding the
@@ -39,6 +41,8 @@ enum {
     GPT_CC_ALLTOALLV,      /* bytes sent (all ranks' shares, this one's included) */
     GPT_CC_ALLTOALLV_RECV, /* bytes received */
     GPT_CC_ALLTOALLV_SELF, /* bytes this rank sent to itself (in both of the above) */
+    GPT_CC_IALLREDUCE,     /* iallreduce_sum (non-blocking; floats) */
+    GPT_CC_IREDUCE,        /* ireduce_sum (non-blocking; floats, counted on every rank) */
     GPT_CC_N
 };
 
@@ -53,7 +57,7 @@ gpt_comm *gpt_comm_counting(gpt_comm *inner);
 int gpt_comm_counts_get(const gpt_comm *c, gpt_comm_counts *out);
 void gpt_comm_counts_reset(gpt_comm *c);
 /* The kind's short name: "allreduce", "allreduce_f64", "reduce_scatter", "allgather", "broadcast",
- * "send", "recv", "alltoallv", "alltoallv_recv", "alltoallv_self". */
+ * "send", "recv", "alltoallv", "alltoallv_recv", "alltoallv_self", "iallreduce", "ireduce". */
 const char *gpt_comm_count_name(int kind);
 
 #endif

@@ -12,7 +12,7 @@ tools=${GPT_TBIN:-$root/t/bin}/../tools
 cd "$root" || exit 1
 export GPT_CONFIG_PATH="$root/share/configs"
 export OMP_NUM_THREADS=1
-N=8
+N=10
 echo "1..$N"
 n=0
 ok() {
@@ -57,16 +57,28 @@ for s in gpipe:3 1f1b:4; do
 done
 
 nparams=$((2 * V * C + TMAX * C + L * (12 * C * C + 13 * C) + 2 * C))
-run -np 2 "$train" $M --dp 2 -o "$tmp/o-dp" --log-parallel "$tmp/dp" 2>>"$tmp/err"
+run -np 2 "$train" $M --dp 2 --no-overlap-grad-reduce -o "$tmp/o-dp" --log-parallel "$tmp/dp" 2>>"$tmp/err"
 got=$(pair "$tmp/dp.rank1.jsonl" dp allreduce)
 echo "# dp 2: all-reduce $got (calls,bytes), want 1,$((4 * nparams)) ($nparams parameters)"
 [ "$got" = "1,$((4 * nparams))" ]
-ok $? "--dp 2: one all-reduce of every gradient per step"
-run -np 2 "$train" $M --dp 2 --zero1 -o "$tmp/o-z1" --log-parallel "$tmp/z1" 2>>"$tmp/err"
+ok $? "--dp 2 --no-overlap-grad-reduce: one all-reduce of every gradient per step"
+# overlapped with backward (the default): non-blocking all-reduces that cover every gradient once
+run -np 2 "$train" $M --dp 2 --grad-bucket-mb 0 -o "$tmp/o-dpo" --log-parallel "$tmp/dpo" 2>>"$tmp/err"
+got=$(pair "$tmp/dpo.rank1.jsonl" dp iallreduce)
+echo "# dp 2 overlapped, a bucket per layer: non-blocking all-reduce $got (calls,bytes), want >= $((L + 1)),$((4 * nparams))"
+[ "${got#*,}" = "$((4 * nparams))" ] && [ "${got%,*}" -ge $((L + 1)) ] && [ -z "$(pair "$tmp/dpo.rank1.jsonl" dp allreduce)" ]
+ok $? "--dp 2 overlapped: non-blocking all-reduces of every gradient once, at least one per layer, no blocking one"
+run -np 2 "$train" $M --dp 2 --zero1 --no-overlap-grad-reduce -o "$tmp/o-z1" --log-parallel "$tmp/z1" 2>>"$tmp/err"
 [ "$(pair "$tmp/z1.rank0.jsonl" dp reduce_scatter)" = "1,$((4 * nparams))" ] &&
     [ "$(pair "$tmp/z1.rank0.jsonl" dp allgather)" = "1,$((4 * nparams))" ] &&
     [ -z "$(pair "$tmp/z1.rank0.jsonl" dp allreduce)" ]
 ok $? "--dp 2 --zero1: a reduce-scatter and an all-gather of every parameter, no float all-reduce"
+run -np 2 "$train" $M --dp 2 --zero1 -o "$tmp/o-z1o" --log-parallel "$tmp/z1o" 2>>"$tmp/err"
+got=$(pair "$tmp/z1o.rank0.jsonl" dp ireduce)
+echo "# dp 2 --zero1 overlapped: non-blocking reduces to the shard owners $got (calls,bytes), want *,$((4 * nparams))"
+[ "${got#*,}" = "$((4 * nparams))" ] && [ "$(pair "$tmp/z1o.rank0.jsonl" dp allgather)" = "1,$((4 * nparams))" ] &&
+    [ -z "$(pair "$tmp/z1o.rank0.jsonl" dp reduce_scatter)" ]
+ok $? "--dp 2 --zero1 overlapped: every gradient reduced once to its shard's owner, then one all-gather"
 run -np 2 "$train" $M --tp 2 -o "$tmp/o-tp" --log-parallel "$tmp/tp" 2>>"$tmp/err"
 got=$(pair "$tmp/tp.rank0.jsonl" tp allreduce)
 echo "# tp 2: all-reduce $got (calls,bytes), want $((4 * L + 2)),$(((4 * L + 2) * act))"
