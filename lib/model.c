@@ -250,11 +250,17 @@ gpt_model *gpt_model_create_ex(const gpt_model_config *cfg, gpt_backend *be, con
     }
     m->params = be->alloc(be, m->tab.total * sizeof(float));
     bind(m, m->params, &m->p);
-    if (!m->mxfp4) { /* an MXFP4 model is for inference: no gradients */
-        m->grads = be->alloc(be, m->tab.total * sizeof(float));
-        bind(m, m->grads, &m->g);
-    }
     return m;
+}
+
+/* The gradient buffer comes with the first use (zero_grad, grad_data, backward), so a model that
+ * only runs inference never holds one: half the memory of the weights-only model. An MXFP4 model is
+ * for inference and has none. */
+static void ensure_grads(gpt_model *m)
+{
+    if (m->grads || m->mxfp4) return;
+    m->grads = m->be->alloc(m->be, m->tab.total * sizeof(float));
+    bind(m, m->grads, &m->g);
 }
 
 gpt_model *gpt_model_create(const gpt_model_config *cfg, gpt_backend *be, gpt_err *err)
@@ -351,7 +357,11 @@ const gpt_model_config *gpt_model_config_of(const gpt_model *m) { return &m->cfg
 gpt_backend *gpt_model_backend(const gpt_model *m) { return m->be; }
 const gpt_param_table *gpt_model_params(const gpt_model *m) { return &m->tab; }
 float *gpt_model_param_data(gpt_model *m) { return m->params; }
-float *gpt_model_grad_data(gpt_model *m) { return m->grads; }
+float *gpt_model_grad_data(gpt_model *m)
+{
+    ensure_grads(m);
+    return m->grads;
+}
 const float *gpt_model_logits(const gpt_model *m) { return m->logits; }
 
 /* ---- tensor parallelism hooks (model_tp.h) ---- */
@@ -403,6 +413,7 @@ void gpt_model_init_params(gpt_model *m, uint64_t seed)
 
 void gpt_model_zero_grad(gpt_model *m)
 {
+    ensure_grads(m);
     if (m->grads) m->be->zero(m->be, m->grads, m->tab.total * sizeof(float));
 }
 
@@ -933,6 +944,7 @@ static void layer_extent(const gpt_model *m, int l, size_t *lo, size_t *hi)
 
 int gpt_model_backward(gpt_model *m, gpt_err *err)
 {
+    ensure_grads(m);
     if (m->mxfp4 || !m->grads)
         return gpt_errf(err, "backward: this model keeps its experts in MXFP4 for inference and has no gradients; "
                              "load it with the experts dequantized to fp32 to train");
@@ -1269,12 +1281,9 @@ gpt_model *gpt_model_pp_create_(const gpt_model_config *cfg, gpt_backend *be, co
     m->pp_noembed = stage > 0;
     m->pp_nohead = stage < pp - 1;
     m->params = be->alloc(be, m->tab.total * sizeof(float));
-    m->grads = be->alloc(be, m->tab.total * sizeof(float));
     be->zero(be, m->params, m->tab.total * sizeof(float));
-    be->zero(be, m->grads, m->tab.total * sizeof(float));
     bind(m, m->params, &m->p);
-    bind(m, m->grads, &m->g);
-    return m;
+    return m; /* gradients on first use (ensure_grads) */
 }
 
 void gpt_model_pp_io_(gpt_model *m, const float *in, float *out, const float *dout, float *din)
