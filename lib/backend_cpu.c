@@ -22,8 +22,10 @@
 #ifndef GPT_CPU_REAL
 #define GPT_CPU_REAL float
 #define GPT_CPU_SGEMM cblas_sgemm
+#define GPT_CPU_GEMV cblas_sgemv
 #else
 #define GPT_CPU_SGEMM cblas_dgemm
+#define GPT_CPU_GEMV cblas_dgemv
 #endif
 #define GPT_CPU_GEMM GPT_CPU_SGEMM
 typedef GPT_CPU_REAL real;
@@ -216,6 +218,16 @@ static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real 
     }
     if (be->gemm_prec != GPT_GEMM_FP32) {
         cpu_gemm_half(be->gemm_prec, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (M == 1) {
+        /* One row (batch-1 decoding): sgemm would pack all of B, the weight, on every call, which
+         * triples the memory traffic of a step that is all memory traffic; sgemv streams it once. */
+        int incx = ta ? lda : 1;
+        if (tb) /* B is N x K: C = B x */
+            GPT_CPU_GEMV(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, incx, beta, C, 1);
+        else /* B is K x N: C = B^T x */
+            GPT_CPU_GEMV(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
         return;
     }
     GPT_CPU_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
