@@ -298,10 +298,25 @@ static int ep_check(gpt_trainer *tr, gpt_err *err)
         return gpt_errf(err, "--ep %d with --tp %d --pp %d: gpt-train combines expert parallelism with data "
                              "parallelism only (--dp N --ep E); use --tp 1 --pp 1 with --ep, or --ep 1",
                         m->ep, m->tp, m->pp);
-    if (tr->o.zero1)
-        return gpt_errf(err, "--ep %d with --zero1: ZeRO-1 does not shard expert-parallel optimizer state; drop "
-                             "--zero1 (train.zero1) or use --ep 1", m->ep);
     return 0;
+}
+
+/* ZeRO-1 under EP: a part's shards are ceil(part / group) floats, the last one short or empty. */
+static size_t ez_per(size_t n, int k) { return (n + (size_t)k - 1) / (size_t)k; }
+
+/* The two shards of ZeRO-1 under EP (train.h: ep_zero1): the replicated part of the local buffer
+ * over dp (in shard_lo, shard_hi), the expert part over the ranks holding the same experts. */
+static void ez_shards(gpt_trainer *tr)
+{
+    size_t nr = gpt_model_ep_replicated(tr->model), ne = tr->n - nr;
+    gpt_comm *d = tr->mesh.dp_comm, *e = tr->mesh.edp_comm;
+    size_t pr = ez_per(nr, d->size), pe = ez_per(ne, e->size);
+    size_t a = pr * (size_t)d->rank, b = pe * (size_t)e->rank;
+    tr->shard_lo = a < nr ? a : nr;
+    tr->shard_hi = a + pr < nr ? a + pr : nr;
+    tr->ex_lo = nr + (b < ne ? b : ne);
+    tr->ex_hi = nr + (b + pe < ne ? b + pe : ne);
+    tr->ep_zero1 = 1;
 }
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
@@ -396,8 +411,10 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         tr->shard_lo = 0;
         tr->shard_hi = tr->n;
     }
+    if (to->zero1 && tr->mesh.ep > 1) ez_shards(tr);
     gpt_adamw_hparams hp = {to->beta1, to->beta2, to->eps, to->weight_decay};
     if (gpt_adamw_init_on(&tr->opt, tr->be, tab, tr->shard_lo, tr->shard_hi, &hp, err) < 0) goto fail;
+    if (tr->ep_zero1 && gpt_adamw_init_on(&tr->opt_ex, tr->be, tab, tr->ex_lo, tr->ex_hi, &hp, err) < 0) goto fail;
     tr->sched = (gpt_lr_schedule){to->lr, to->min_lr_ratio, to->warmup_steps, to->steps};
     gpt_loss_scaler_init(&tr->scaler, to->precision == GPT_PREC_FP16, to->loss_scale_init, to->loss_scale_growth,
                          to->loss_scale_backoff, to->loss_scale_interval);
@@ -421,6 +438,7 @@ void gpt_trainer_free(gpt_trainer *tr)
     free(tr->tp_split);
     gpt_mesh_free(&tr->mesh);
     gpt_adamw_free(&tr->opt);
+    gpt_adamw_free(&tr->opt_ex);
     free(tr->hparams);
     free(tr->hgrads);
     free(tr->tok);
@@ -582,6 +600,86 @@ static int gs_finish(grad_sync *s, gpt_err *err)
     return 0;
 }
 
+/* ---- ZeRO-1 under EP: each part of the local buffer [replicated | expert shard] through its own
+ * reduce-scatter and all-gather, over the ranks that hold the same values (dp, edp). The
+ * collectives take padded copies, so the parts need not divide by the group sizes. ---- */
+
+/* x[0, n) summed over c; this rank's shard [lo, hi) of the sum lands in place (the rest is stale). */
+static int ez_reduce_part(gpt_comm *c, float *x, size_t n, size_t lo, size_t hi, gpt_err *err)
+{
+    if (c->size == 1) return 0;
+    size_t per = ez_per(n, c->size);
+    float *send = gpt_xcalloc(per * (size_t)c->size + 1, sizeof *send), *recv = gpt_xmalloc((per + 1) * sizeof *recv);
+    memcpy(send, x, n * sizeof *x);
+    int rc = c->reduce_scatter_sum(c, send, recv, per, err);
+    if (rc == 0) memcpy(x + lo, recv, (hi - lo) * sizeof *x);
+    free(send);
+    free(recv);
+    return rc;
+}
+
+/* x[lo, hi) of every rank of c -> x[0, n) on all of them. */
+static int ez_gather_part(gpt_comm *c, float *x, size_t n, size_t lo, size_t hi, gpt_err *err)
+{
+    if (c->size == 1) return 0;
+    size_t per = ez_per(n, c->size);
+    float *all = gpt_xcalloc(per * (size_t)c->size + 1, sizeof *all), *mine = all + per * (size_t)c->rank;
+    memcpy(mine, x + lo, (hi - lo) * sizeof *x);
+    int rc = c->allgather(c, mine, all, per, err);
+    if (rc == 0) memcpy(x, all, n * sizeof *x);
+    free(all);
+    return rc;
+}
+
+/* Host gradients (tr->hgrads) -> both reduced shards, in place there and on the backend. */
+static int ez_reduce(gpt_trainer *tr, gpt_err *err)
+{
+    size_t nr = gpt_model_ep_replicated(tr->model), ne = tr->ex_hi - tr->ex_lo;
+    if (ez_reduce_part(tr->mesh.dp_comm, tr->hgrads, nr, tr->shard_lo, tr->shard_hi, err) < 0 ||
+        ez_reduce_part(tr->mesh.edp_comm, tr->hgrads + nr, tr->n - nr, tr->ex_lo - nr, tr->ex_hi - nr, err) < 0)
+        return -1;
+    if (ne) tr->be->to_device(tr->be, gpt_model_grad_data(tr->model) + tr->ex_lo, tr->hgrads + tr->ex_lo, ne * sizeof(float));
+    return 0;
+}
+
+/* The squares of both shards: summed over dp they count every parameter once (the dp ranks are
+ * the ep x edp positions, each expert shard sits on exactly one). */
+static double ez_sumsq(gpt_trainer *tr)
+{
+    return tp_sumsq(tr, tr->shard_lo, tr->shard_hi) + tp_sumsq(tr, tr->ex_lo, tr->ex_hi);
+}
+
+/* The expert shard's update (opt took the replicated one), then both parts gathered everywhere. */
+static int ez_update(gpt_trainer *tr, double lr, float scale, gpt_err *err)
+{
+    float *p = gpt_model_param_data(tr->model), *g = gpt_model_grad_data(tr->model);
+    size_t nr = gpt_model_ep_replicated(tr->model), r = tr->shard_hi - tr->shard_lo, e = tr->ex_hi - tr->ex_lo;
+    gpt_adamw_step(&tr->opt_ex, p + tr->ex_lo, g + tr->ex_lo, lr, scale);
+    if (r) tr->be->to_host(tr->be, tr->hparams + tr->shard_lo, p + tr->shard_lo, r * sizeof(float));
+    if (e) tr->be->to_host(tr->be, tr->hparams + tr->ex_lo, p + tr->ex_lo, e * sizeof(float));
+    if (ez_gather_part(tr->mesh.dp_comm, tr->hparams, nr, tr->shard_lo, tr->shard_hi, err) < 0 ||
+        ez_gather_part(tr->mesh.edp_comm, tr->hparams + nr, tr->n - nr, tr->ex_lo - nr, tr->ex_hi - nr, err) < 0)
+        return -1;
+    gpt_trainer_sync_device(tr);
+    return 0;
+}
+
+/* Both optimizers' moments into whole local vectors (at their shards' offsets), then gathered. */
+static void ez_state_get(gpt_trainer *tr, float *m, float *v)
+{
+    gpt_adamw_state_get(&tr->opt, m + tr->shard_lo, v + tr->shard_lo);
+    gpt_adamw_state_get(&tr->opt_ex, m + tr->ex_lo, v + tr->ex_lo);
+}
+
+static int ez_gather_moment(gpt_trainer *tr, float *full, gpt_err *err)
+{
+    size_t nr = gpt_model_ep_replicated(tr->model);
+    if (ez_gather_part(tr->mesh.dp_comm, full, nr, tr->shard_lo, tr->shard_hi, err) < 0 ||
+        ez_gather_part(tr->mesh.edp_comm, full + nr, tr->n - nr, tr->ex_lo - nr, tr->ex_hi - nr, err) < 0)
+        return -1;
+    return 0;
+}
+
 /* PP: the step's grad_accum micro-batches through the pipeline; the loss sums (the last stage's)
  * end up on every stage. */
 static int pp_accumulate(gpt_trainer *tr, double *sums, gpt_err *err)
@@ -653,7 +751,9 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
         if (gs_finish(&gs, err) < 0) return -1;
     } else if (dp > 1) {
         tr->be->to_host(tr->be, tr->hgrads, dgrad, tr->n * sizeof(float));
-        if (o->zero1) {
+        if (tr->ep_zero1) {
+            if (ez_reduce(tr, err) < 0) return -1;
+        } else if (o->zero1) {
             size_t per = tr->n_pad / (size_t)dp;
             /* In place: the shard lands at its own offset (recv aliases send only there). */
             float *recv = gpt_xmalloc(per * sizeof(float));
@@ -669,7 +769,10 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     st->sync_s = now_s() - t_sync;
     sums[4] = tr->mesh.tp > 1 || tr->mesh.pp > 1 ? tp_sumsq(tr, tr->shard_lo, tr->shard_hi)
                                                   : tr->be->sumsq(tr->be, g, gn);
-    if (tr->mesh.ep > 1 && ep_sumsq(tr, &sums[4], err) < 0) return -1;
+    if (tr->ep_zero1)
+        sums[4] = ez_sumsq(tr);
+    else if (tr->mesh.ep > 1 && ep_sumsq(tr, &sums[4], err) < 0)
+        return -1;
     if (!o->zero1) {
         /* Every rank holds the whole reduced gradient: the norm is local. */
         double loc = sums[4];
@@ -707,7 +810,9 @@ int gpt_trainer_step(gpt_trainer *tr, gpt_step_stats *st, gpt_err *err)
     tr->bad_in_row = 0;
     float clip = gpt_clip_coef(norm, o->clip_norm);
     gpt_adamw_step(&tr->opt, dparam + tr->shard_lo, g, st->lr, gscale * clip);
-    if (o->zero1) {
+    if (tr->ep_zero1) {
+        if (ez_update(tr, st->lr, gscale * clip, err) < 0) return -1;
+    } else if (o->zero1) {
         size_t per = tr->n_pad / (size_t)dp;
         tr->be->to_host(tr->be, tr->hparams + tr->shard_lo, dparam + tr->shard_lo, gn * sizeof(float));
         if (c->allgather(c, tr->hparams + per * (size_t)c->rank, tr->hparams, per, err) < 0) return -1;
@@ -883,6 +988,7 @@ static uint64_t get_u64(const unsigned char *p)
  * whole vector on every rank (ZeRO-1 gathers over dp; without it every rank has it all). */
 static int gather_moment(gpt_trainer *tr, float *full, gpt_err *err)
 {
+    if (tr->ep_zero1) return ez_gather_moment(tr, full, err);
     if (!tr->o.zero1) return 0;
     gpt_comm *dc = tr->mesh.dp_comm;
     size_t per = tr->n_pad / (size_t)dc->size, have = tr->shard_hi - tr->shard_lo;
@@ -966,7 +1072,10 @@ int gpt_trainer_save(gpt_trainer *tr, gpt_err *err)
     float *m = NULL, *v = NULL, *p = NULL;
     int rc = 0, whole = tr->mesh.tp == 1 && tr->mesh.pp == 1 && tr->mesh.ep == 1;
     size_t off = tr->o.zero1 ? tr->n_pad / (size_t)tr->mesh.dp_comm->size * (size_t)tr->mesh.dp_comm->rank : 0;
-    gpt_adamw_state_get(&tr->opt, lm + off, lv + off);
+    if (tr->ep_zero1)
+        ez_state_get(tr, lm, lv);
+    else
+        gpt_adamw_state_get(&tr->opt, lm + off, lv + off);
     gpt_trainer_sync_host(tr);
     /* ZeRO-1 shards over dp, then tensor-parallel pieces over tp: the full state on every rank */
     if (gather_moment(tr, lm, err) < 0 || gather_moment(tr, lv, err) < 0) rc = -1;
@@ -1051,6 +1160,8 @@ static int read_moment(gpt_trainer *tr, gpt_ckpt *ck, const char *name, float *d
     float *local = gpt_xmalloc(tr->n * sizeof *local);
     from_full(tr, data, local);
     memcpy(dst, local + tr->shard_lo, (tr->shard_hi - tr->shard_lo) * sizeof(float));
+    if (tr->ep_zero1) /* the expert shard follows (gpt_trainer_resume) */
+        memcpy(dst + (tr->shard_hi - tr->shard_lo), local + tr->ex_lo, (tr->ex_hi - tr->ex_lo) * sizeof(float));
     free(local);
     free(data);
     return 0;
@@ -1066,12 +1177,13 @@ int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
     void *st = NULL;
     size_t sn = 0;
     int rc = -1;
-    size_t sh = tr->shard_hi - tr->shard_lo;
-    float *om = gpt_xmalloc((sh ? sh : 1) * sizeof(float)), *ov = gpt_xmalloc((sh ? sh : 1) * sizeof(float));
+    size_t sh = tr->shard_hi - tr->shard_lo, sa = sh + (tr->ep_zero1 ? tr->ex_hi - tr->ex_lo : 0);
+    float *om = gpt_xmalloc((sa ? sa : 1) * sizeof(float)), *ov = gpt_xmalloc((sa ? sa : 1) * sizeof(float));
     if (load_params(tr, ck, err) < 0 || read_moment(tr, ck, "optim.m", om, err) < 0 ||
         read_moment(tr, ck, "optim.v", ov, err) < 0 || gpt_ckpt_read_blob(ck, "train.state", &st, &sn, err) < 0)
         goto out;
     gpt_adamw_state_set(&tr->opt, om, ov);
+    if (tr->ep_zero1) gpt_adamw_state_set(&tr->opt_ex, om + sh, ov + sh);
     const unsigned char *b = st;
     if (sn != ST_BYTES || memcmp(b, ST_MAGIC, 8) != 0 || get_u64(b + 8) != 1) {
         gpt_errf(err, "%s: blob train.state is not a version-1 training state (%zu bytes)", gpt_ckpt_dir(ck), sn);
@@ -1093,7 +1205,7 @@ int gpt_trainer_resume(gpt_trainer *tr, gpt_err *err)
         goto out;
     }
     tr->step = (int64_t)f[ST_STEP];
-    tr->opt.step = (int64_t)f[ST_OPT_STEP];
+    tr->opt.step = tr->opt_ex.step = (int64_t)f[ST_OPT_STEP];
     memcpy(&tr->scaler.scale, &f[ST_SCALE_BITS], 8);
     tr->scaler.good_steps = (int64_t)f[ST_SCALE_GOOD];
     tr->bad_in_row = (int)f[ST_BAD_IN_ROW];

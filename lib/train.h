@@ -129,6 +129,12 @@ typedef struct gpt_trainer {
     gpt_comm *dev_comm;  /* NULL, or a dp communicator over backend memory (NCCL): no host staging */
     FILE *plog;          /* o.parallel_log's file (every rank) */
     struct gpt_pp_stats *pp_stats; /* the last step's pipeline statistics (with o.parallel_log) */
+    /* ZeRO-1 under EP (ep_zero1): opt shards the replicated part of the local buffer over dp
+     * ([shard_lo, shard_hi) within it), opt_ex the expert shard over the ranks holding the same
+     * experts (mesh.edp_comm): [ex_lo, ex_hi), absolute offsets into the local buffer. */
+    int ep_zero1;
+    gpt_adamw opt_ex;
+    size_t ex_lo, ex_hi;
 } gpt_trainer;
 
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
