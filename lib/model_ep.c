@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model_pp.h"
+#include "shard_layout.h"
 
 /* What one layer's forward keeps for its backward, on the owner side. */
 typedef struct {
@@ -45,8 +46,22 @@ static void must(gpt_ep_state *s, int rc, const gpt_err *err)
 
 static int is_expert(const gpt_tensor *t) { return t->expert_dim; }
 
-/* The full table with its expert tensors cut to E / ep, moved after the replicated ones. */
-static int local_table(const gpt_model_config *cfg, int ep, gpt_param_table *lt, size_t *n_rep, gpt_err *err)
+/* Whether pipeline stage `stage` of pp holds the full model's tensor t (shard_layout.h's rule:
+ * what `gpt-shard split --pp` gives the stage). */
+static int stage_holds(const gpt_model_config *cfg, const gpt_tensor *t, int pp, int stage, gpt_err *err)
+{
+    if (pp <= 1) return 1;
+    uint64_t shape[4];
+    for (int d = 0; d < t->ndim; d++) shape[d] = (uint64_t)t->shape[d];
+    gpt_layout_rule r;
+    if (gpt_layout_rule_for(cfg, t->name, t->ndim, shape, 1, pp, 1, &r, err) < 0) return -1;
+    return stage == r.stage_first || stage == r.stage_last;
+}
+
+/* The full table (the tensors stage `stage` of pp holds) with its expert tensors cut to E / ep,
+ * moved after the replicated ones. */
+static int local_table(const gpt_model_config *cfg, int ep, int pp, int stage, gpt_param_table *lt, size_t *n_rep,
+                       gpt_err *err)
 {
     gpt_param_table ft;
     if (gpt_params_build(cfg, &ft, err) < 0) return -1;
@@ -57,6 +72,13 @@ static int local_table(const gpt_model_config *cfg, int ep, gpt_param_table *lt,
         for (int i = 0; i < ft.n; i++) {
             gpt_tensor t = ft.t[i];
             if (is_expert(&t) != pass) continue;
+            int held = stage_holds(cfg, &t, pp, stage, err);
+            if (held < 0) {
+                free(lt->t);
+                gpt_params_free(&ft);
+                return gpt_err_prefix(err, "pipeline layout of tensor %s", t.name);
+            }
+            if (!held) continue;
             if (pass) {
                 t.shape[0] /= ep;
                 t.numel /= (size_t)ep;
@@ -74,7 +96,16 @@ static int local_table(const gpt_model_config *cfg, int ep, gpt_param_table *lt,
 
 gpt_model *gpt_model_create_ep(const gpt_model_config *cfg, gpt_backend *be, gpt_comm *ep, gpt_err *err)
 {
-    if (!ep || ep->size == 1) return gpt_model_create(cfg, be, err);
+    return gpt_model_create_ep_pp(cfg, be, ep, 1, 0, err);
+}
+
+gpt_model *gpt_model_create_ep_pp(const gpt_model_config *cfg, gpt_backend *be, gpt_comm *ep, int pp, int stage,
+                                  gpt_err *err)
+{
+    if (!ep || ep->size == 1) return gpt_model_create_pp(cfg, be, NULL, pp, stage, err);
+    int L = cfg->n_layers;
+    if (pp < 1 || pp > L) return gpt_errf(err, "--pp %d: more pipeline stages than layers (%d)", pp, L), NULL;
+    if (stage < 0 || stage >= pp) return gpt_errf(err, "pipeline stage %d is outside 0..%d", stage, pp - 1), NULL;
     if (cfg->mlp != GPT_MLP_MOE) {
         gpt_errf(err, "--ep %d: expert parallelism needs a mixture-of-experts model (model.mlp.type: moe)", ep->size);
         return NULL;
@@ -94,9 +125,12 @@ gpt_model *gpt_model_create_ep(const gpt_model_config *cfg, gpt_backend *be, gpt
     }
     gpt_param_table lt;
     size_t n_rep = 0;
-    if (local_table(cfg, ep->size, &lt, &n_rep, err) < 0) return NULL;
+    if (local_table(cfg, ep->size, pp, stage, &lt, &n_rep, err) < 0) return NULL;
     /* The pipeline's constructor takes any table: one stage of one is the whole model. */
-    gpt_model *m = gpt_model_pp_create_(cfg, be, &lt, 0, 1, 0, 0, 0);
+    int gpt2 = gpt_params_find(&lt, "transformer.wte.weight") != NULL;
+    gpt_model *m = pp > 1 ? gpt_model_pp_create_(cfg, be, &lt, gpt2, pp, stage, (int)((long)stage * L / pp),
+                                                 (int)((long)(stage + 1) * L / pp))
+                          : gpt_model_pp_create_(cfg, be, &lt, gpt2, 1, 0, 0, 0);
     gpt_ep_state *s = gpt_xcalloc(1, sizeof *s);
     s->comm = ep;
     s->ep = ep->size;
@@ -151,7 +185,9 @@ size_t gpt_model_ep_replicated(const gpt_model *m)
 }
 
 /* Local <-> full, tensor by tensor (matched by name). The local buffer is given as its replicated
- * part rep and the expert shard ex (rank's experts), so a gathered shard converts in place. */
+ * part rep and the expert shard ex (rank's experts), so a gathered shard converts in place. A
+ * pipeline stage converts the tensors it holds; to the full layout, not the copy of a tensor
+ * another stage owns (a tied embedding on the last stage), so a sum over the stages is the model. */
 static void convert(const gpt_model *m, float *rep, float *ex, float *full, int rank, int to_full, int experts_only)
 {
     const gpt_param_table *lt = gpt_model_params(m);
@@ -159,10 +195,15 @@ static void convert(const gpt_model *m, float *rep, float *ex, float *full, int 
     gpt_err err = {0};
     if (gpt_params_build(gpt_model_config_of(m), &ft, &err) < 0) abort(); /* built when the model was */
     const gpt_ep_state *s = gpt_model_ep_state_(m);
+    unsigned char *shadow = gpt_pp_shadow_flags(m);
     for (int i = 0; i < ft.n; i++) {
         const gpt_tensor *f = &ft.t[i], *t = gpt_params_find(lt, f->name);
-        if (!t) abort();
+        if (!t) {
+            if (gpt_model_pp_info(m, NULL, NULL, NULL) > 1) continue; /* another stage's */
+            abort();
+        }
         if (!is_expert(f) && experts_only) continue;
+        if (to_full && shadow[t - lt->t]) continue;
         /* (E, ...) is contiguous in its first axis: the shard is one range of the full tensor */
         float *fp = full + f->offset + (is_expert(f) ? (size_t)rank * t->numel : 0);
         float *lp = is_expert(f) ? ex + (t->offset - s->n_rep) : rep + t->offset;
@@ -171,6 +212,7 @@ static void convert(const gpt_model *m, float *rep, float *ex, float *full, int 
         else
             memcpy(lp, fp, t->numel * sizeof *fp);
     }
+    free(shadow);
     gpt_params_free(&ft);
 }
 

@@ -27,7 +27,8 @@
  * those of the second over the ranks holding the same experts (mesh.edp_comm).
  *
  * An EP model is for training: the KV-cache inference path (gpt_model_extend) is not offered on it.
- * Tensor and pipeline parallelism do not combine with it (gpt-train refuses the combination). */
+ * Pipeline parallelism combines with it (gpt_model_create_ep_pp); tensor parallelism does not
+ * (gpt-train refuses the combination). */
 #ifndef GPT_MODEL_EP_H
 #define GPT_MODEL_EP_H
 
@@ -41,6 +42,13 @@
  * ep dividing n_experts, and ep must offer alltoallv. Parameters start at zero. The group must
  * outlive the model. */
 gpt_model *gpt_model_create_ep(const gpt_model_config *cfg, gpt_backend *be, gpt_comm *ep, gpt_err *err);
+/* Pipeline stage `stage` of pp of that model (model_pp.h: the stage's layers and tensors, its
+ * experts cut as above; pp 1: gpt_model_create_ep). The stage's MoE layers exchange tokens within
+ * ep, which holds the ranks of one expert group at this stage. gpt_ep_gather then fills the
+ * stage's tensors of the full layout (a shadow copy of a tied embedding left out) and leaves the
+ * rest alone: sum over the stages for the model; gpt_ep_scatter takes the stage's tensors. */
+gpt_model *gpt_model_create_ep_pp(const gpt_model_config *cfg, gpt_backend *be, gpt_comm *ep, int pp, int stage,
+                                  gpt_err *err);
 /* The same values as gpt_model_init_params(seed) on one rank, this rank's experts kept. */
 void gpt_model_ep_init_params(gpt_model *m, uint64_t seed);
 gpt_comm *gpt_model_ep_comm(const gpt_model *m); /* NULL without EP */

@@ -285,7 +285,7 @@ static gpt_backend *open_backend(gpt_trainer *tr, int *cuda_dev, gpt_err *err)
     return be;
 }
 
-/* What expert parallelism combines with so far: data parallelism, without ZeRO-1. */
+/* What expert parallelism combines with so far: data and pipeline parallelism, ZeRO-1. */
 static int ep_check(gpt_trainer *tr, gpt_err *err)
 {
     const gpt_mesh *m = &tr->mesh;
@@ -294,10 +294,10 @@ static int ep_check(gpt_trainer *tr, gpt_err *err)
                              "this one is dense: use --dp", m->ep);
     if (tr->mcfg.n_experts % m->ep)
         return gpt_errf(err, "--ep %d must divide the model's %d experts", m->ep, tr->mcfg.n_experts);
-    if (m->tp > 1 || m->pp > 1)
-        return gpt_errf(err, "--ep %d with --tp %d --pp %d: gpt-train combines expert parallelism with data "
-                             "parallelism only (--dp N --ep E); use --tp 1 --pp 1 with --ep, or --ep 1",
-                        m->ep, m->tp, m->pp);
+    if (m->tp > 1)
+        return gpt_errf(err, "--ep %d with --tp %d: gpt-train does not combine expert parallelism with tensor "
+                             "parallelism yet (--dp N --ep E, with --pp and --zero1 if you like); use --tp 1 with "
+                             "--ep, or --ep 1", m->ep, m->tp);
     return 0;
 }
 
@@ -386,7 +386,7 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
         if (!(tr->dev_comm = gpt_comm_nccl(tr->mesh.dp_comm, cuda_dev, err))) goto fail;
     }
     if (tr->mesh.ep > 1)
-        tr->model = gpt_model_create_ep(mcfg, tr->be, tr->mesh.ep_comm, err);
+        tr->model = gpt_model_create_ep_pp(mcfg, tr->be, tr->mesh.ep_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
     else
         tr->model = gpt_model_create_pp(mcfg, tr->be, tr->mesh.tp_comm, tr->mesh.pp, tr->mesh.pp_rank, err);
     if (!tr->model || gpt_params_build(mcfg, &tr->ftab, err) < 0) goto fail;
@@ -496,7 +496,7 @@ static int ep_sumsq(gpt_trainer *tr, double *out, gpt_err *err)
     double ex = tr->be->sumsq(tr->be, g + nr, tr->n - nr);
     gpt_comm *e = tr->mesh.ep_comm;
     if (e->allreduce_sum_f64(e, &ex, 1, err) < 0) return -1;
-    *out = tr->be->sumsq(tr->be, g, nr) + ex;
+    *out = (tr->mesh.pp > 1 ? tp_sumsq(tr, 0, nr) : tr->be->sumsq(tr->be, g, nr)) + ex;
     return 0;
 }
 
@@ -840,7 +840,7 @@ int gpt_trainer_eval(gpt_trainer *tr, double *loss, double *acc, gpt_err *err)
             double ps[4] = {0, 0, 0, 0};
             if (gpt_pp_run(tr->model, tr->mesh.pp_comm, GPT_PP_GPIPE, 1, tr->tok, tr->tgt, B, T, &fo, 0, ps, NULL, err) < 0)
                 return -1;
-            sums[0] += ps[1], sums[1] += ps[2], sums[2] += ps[3];
+            if (i < o->eval_steps) sums[0] += ps[1], sums[1] += ps[2], sums[2] += ps[3];
             continue;
         }
         if (gpt_model_forward(tr->model, tr->tok, tr->tgt, B, T, &fo, &L, err) < 0) return -1;
@@ -1002,13 +1002,18 @@ static float *to_full_pp(gpt_trainer *tr, const float *local, gpt_err *err);
 
 static float *to_full(gpt_trainer *tr, const float *local, gpt_err *err)
 {
-    if (tr->mesh.pp > 1) return to_full_pp(tr, local, err);
-    float *full = gpt_xcalloc(tr->ftab.total, sizeof *full);
-    if (tr->mesh.ep > 1) { /* EP: the expert shards gathered over the group */
-        if (gpt_ep_gather(tr->model, local, full, err) == 0) return full;
+    float *full;
+    if (tr->mesh.ep > 1) { /* EP: the expert shards gathered over the group; PP: the stages summed */
+        full = gpt_xcalloc(tr->ftab.total, sizeof *full);
+        gpt_comm *ppc = tr->mesh.pp_comm;
+        if (gpt_ep_gather(tr->model, local, full, err) == 0 &&
+            (ppc->size == 1 || ppc->allreduce_sum(ppc, full, tr->ftab.total, err) == 0))
+            return full;
         free(full);
         return NULL;
     }
+    if (tr->mesh.pp > 1) return to_full_pp(tr, local, err);
+    full = gpt_xcalloc(tr->ftab.total, sizeof *full);
     if (tr->mesh.tp == 1) {
         memcpy(full, local, tr->n * sizeof *full);
     } else if (gpt_tp_gather(&tr->mcfg, tr->mesh.tp_comm, local, full, err) < 0) {
@@ -1040,6 +1045,10 @@ static float *to_full_pp(gpt_trainer *tr, const float *local, gpt_err *err)
 
 static void from_full(gpt_trainer *tr, const float *full, float *local)
 {
+    if (tr->mesh.ep > 1) { /* the stage's tensors, this rank's experts */
+        gpt_ep_scatter(tr->model, full, local);
+        return;
+    }
     if (tr->mesh.pp > 1) { /* full -> the tp piece (all layers) -> the stage's tensors */
         gpt_param_table lt;
         gpt_err e = {0};
