@@ -200,5 +200,5 @@ void gpt_plan_print(const gpt_plan *p, const char *name, FILE *f)
             p->max_stage);
     fprintf(f, "peak per rank: %.0f bytes (ZeRO-1: %.0f bytes)\n", a->total, z->total_zero1);
     if (m->ep > 1)
-        fprintf(f, "note: gpt-train runs --ep with data parallelism only so far (no --tp, --pp or ZeRO-1 with it)\n");
+        fprintf(f, "note: gpt-train runs --ep with --dp, --pp and ZeRO-1 so far (not with --tp)\n");
 }

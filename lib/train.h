@@ -14,9 +14,10 @@
  * windows and hold one tensor-parallel model (model_tp.h). With o.mesh_pp > 1 each rank holds one
  * pipeline stage (model_pp.h) and the grad_accum micro-batches of a step are the pipeline's
  * micro-batches (pipeline.h, schedule o.pp_schedule); every stage reads the same windows. With
- * o.mesh_ep > 1 (data parallelism only: no tp, pp or ZeRO-1) the model is expert-parallel over
- * mesh.ep_comm (model_ep.h): each rank reads its own windows, holds a range of the experts, and the
- * gradients of that range are reduced over mesh.edp_comm instead of mesh.dp_comm.
+ * o.mesh_ep > 1 (with dp, pp and ZeRO-1; not tp) the model is expert-parallel over mesh.ep_comm
+ * (model_ep.h; one per pipeline stage): each rank reads its own windows, holds a range of the
+ * experts, and the gradients of that range are reduced over mesh.edp_comm instead of mesh.dp_comm
+ * (ZeRO-1 shards that range's optimizer state over mesh.edp_comm too: ep_zero1 below).
  *
  * Gradient weighting. gpt_model_forward's loss is the mean over one micro-batch's scored tokens.
  * Training windows score every position (targets are the next tokens, none ignored), so every
