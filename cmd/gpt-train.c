@@ -399,6 +399,8 @@ int main(int argc, char **argv)
         status = 0;
         goto done;
     }
+    /* the same on every rank: refused on all alike, with one message */
+    if (gpt_train_check_mesh(&o, &cfg.model, comm->size, &err) < 0) goto fail_all;
     if (gpt_trainer_init(&tr, &o, &cfg.model, comm, &err) < 0) goto fail;
     have_tr = 1;
     int resumed = 0;

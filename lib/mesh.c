@@ -8,10 +8,9 @@ int gpt_mesh_rank_of(const gpt_mesh *m, int dp_rank, int tp_rank, int pp_rank)
     return tp_rank + m->tp * (dp_rank + m->dp * pp_rank);
 }
 
-int gpt_mesh_init(gpt_mesh *m, gpt_comm *world, int dp, int tp, int pp, int ep, gpt_err *err)
+int gpt_mesh_check(int n, int *dp_io, int tp, int pp, int ep, gpt_err *err)
 {
-    memset(m, 0, sizeof *m);
-    int n = world->size;
+    int dp = *dp_io;
     if (tp < 1 || pp < 1 || ep < 1 || dp < 0)
         return gpt_errf(err, "mesh: --tp %d --pp %d --ep %d --dp %d: sizes must be >= 1", tp, pp, ep, dp);
     if (dp == 0) {
@@ -26,6 +25,15 @@ int gpt_mesh_init(gpt_mesh *m, gpt_comm *world, int dp, int tp, int pp, int ep, 
     if (dp % ep)
         return gpt_errf(err, "mesh: --ep %d must divide the data-parallel size %d (experts are sharded over dp ranks)",
                         ep, dp);
+    *dp_io = dp;
+    return 0;
+}
+
+int gpt_mesh_init(gpt_mesh *m, gpt_comm *world, int dp, int tp, int pp, int ep, gpt_err *err)
+{
+    memset(m, 0, sizeof *m);
+    int n = world->size;
+    if (gpt_mesh_check(n, &dp, tp, pp, ep, err) < 0) return -1;
     m->world = world;
     m->dp = dp, m->tp = tp, m->pp = pp, m->ep = ep;
     m->rank = world->rank, m->size = n;

@@ -37,6 +37,9 @@ typedef struct gpt_mesh {
 /* Collective over world. Sizes must be >= 1 (dp may be 0: inferred); dp * tp * pp must equal the
  * world size and ep must divide dp. */
 int gpt_mesh_init(gpt_mesh *m, gpt_comm *world, int dp, int tp, int pp, int ep, gpt_err *err);
+/* What gpt_mesh_init checks, without communicating: the same answer on every rank, so a launcher
+ * can refuse a bad mesh on all ranks alike. *dp (0: inferred) gets the data-parallel size. */
+int gpt_mesh_check(int world_size, int *dp, int tp, int pp, int ep, gpt_err *err);
 void gpt_mesh_free(gpt_mesh *m);
 /* Reads a parallel: mapping (NULL: nothing): keys dp, tp, pp, ep; present keys overwrite the
  * outputs. Unknown keys and bad values are errors naming FILE:LINE: parallel.KEY. */

@@ -285,19 +285,22 @@ static gpt_backend *open_backend(gpt_trainer *tr, int *cuda_dev, gpt_err *err)
     return be;
 }
 
-/* What expert parallelism combines with so far: data and pipeline parallelism, ZeRO-1. */
-static int ep_check(gpt_trainer *tr, gpt_err *err)
+int gpt_train_check_mesh(const gpt_train_opts *o, const gpt_model_config *mcfg, int world_size, gpt_err *err)
 {
-    const gpt_mesh *m = &tr->mesh;
-    if (tr->mcfg.mlp != GPT_MLP_MOE)
+    int dp = o->mesh_dp;
+    if (gpt_mesh_check(world_size, &dp, o->mesh_tp, o->mesh_pp, o->mesh_ep, err) < 0) return -1;
+    const int ep = o->mesh_ep, tp = o->mesh_tp;
+    if (ep <= 1) return 0;
+    /* What expert parallelism combines with so far: data and pipeline parallelism, ZeRO-1. */
+    if (mcfg->mlp != GPT_MLP_MOE)
         return gpt_errf(err, "--ep %d: expert parallelism needs a mixture-of-experts model (model.mlp.type: moe); "
-                             "this one is dense: use --dp", m->ep);
-    if (tr->mcfg.n_experts % m->ep)
-        return gpt_errf(err, "--ep %d must divide the model's %d experts", m->ep, tr->mcfg.n_experts);
-    if (m->tp > 1)
+                             "this one is dense: use --dp", ep);
+    if (mcfg->n_experts % ep)
+        return gpt_errf(err, "--ep %d must divide the model's %d experts", ep, mcfg->n_experts);
+    if (tp > 1)
         return gpt_errf(err, "--ep %d with --tp %d: gpt-train does not combine expert parallelism with tensor "
                              "parallelism yet (--dp N --ep E, with --pp and --zero1 if you like); use --tp 1 with "
-                             "--ep, or --ep 1", m->ep, m->tp);
+                             "--ep, or --ep 1", ep, tp);
     return 0;
 }
 
@@ -328,8 +331,8 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
     tr->comm = comm;
     tr->saved_step = -1;
     gpt_train_opts *to = &tr->o;
+    if (gpt_train_check_mesh(to, mcfg, comm->size, err) < 0) return -1;
     if (gpt_mesh_init(&tr->mesh, comm, to->mesh_dp, to->mesh_tp, to->mesh_pp, to->mesh_ep, err) < 0) return -1;
-    if (tr->mesh.ep > 1 && ep_check(tr, err) < 0) goto fail;
     const int dp = tr->mesh.dp;
     if (to->seq_len == 0) to->seq_len = mcfg->max_seq_len;
     if (to->seq_len > mcfg->max_seq_len) {

@@ -138,6 +138,9 @@ typedef struct gpt_trainer {
     size_t ex_lo, ex_hi;
 } gpt_trainer;
 
+/* The checks of the mesh (sizes against the ranks launched, what --ep combines with) that need no
+ * communication: every rank gets the same answer. gpt_trainer_init makes them too. */
+int gpt_train_check_mesh(const gpt_train_opts *o, const gpt_model_config *mcfg, int world_size, gpt_err *err);
 int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_config *mcfg, gpt_comm *comm,
                      gpt_err *err);
 void gpt_trainer_free(gpt_trainer *tr);
