@@ -14,7 +14,7 @@
 #include "hf_import.h"
 #include "model.h"
 #include "model_load.h"
-#include "mxfp4.h"
+#include "mxfp4_ckpt.h"
 #include "tap.h"
 
 static double rel_err(const float *a, const float *b, size_t n)
@@ -28,61 +28,6 @@ static double rel_err(const float *a, const float *b, size_t n)
     return md / (mb > 0 ? mb : 1);
 }
 
-/* The fixture's weights with every expert matrix as an MXFP4 pair (gpt-oss layout), written with the
- * streaming checkpoint writer. */
-static int write_mxfp4_ckpt(const char *dir, gpt_model *m, gpt_err *err)
-{
-    const gpt_param_table *tab = gpt_model_params(m);
-    gpt_backend *be = gpt_model_backend(m);
-    float *host = malloc(tab->total * sizeof *host);
-    be->to_host(be, host, gpt_model_param_data(m), tab->total * sizeof *host);
-    gpt_ckpt_writer *w = gpt_ckpt_writer_open(dir, gpt_model_config_of(m), 0, NULL, err);
-    if (!w) return -1;
-    int n = 0, rc = 0;
-    void **data = calloc((size_t)tab->n * 2, sizeof *data);
-    size_t *size = calloc((size_t)tab->n * 2, sizeof *size);
-    int *own = calloc((size_t)tab->n * 2, sizeof *own);
-    for (int i = 0; i < tab->n && rc == 0; i++) {
-        const gpt_tensor *t = &tab->t[i];
-        size_t len = strlen(t->name);
-        int expert = t->expert_dim && (strstr(t->name, "gate_up_proj") || strstr(t->name, "down_proj")) &&
-                     strcmp(t->name + len - 5, "_bias") != 0;
-        if (!expert) {
-            uint64_t sh[4];
-            for (int d = 0; d < t->ndim; d++) sh[d] = (uint64_t)t->shape[d];
-            rc = gpt_ckpt_writer_add(w, t->name, GPT_ST_F32, t->ndim, sh, err);
-            data[n] = host + t->offset, size[n++] = t->numel * sizeof(float);
-            continue;
-        }
-        size_t E = (size_t)t->shape[0], In = (size_t)t->shape[1], Out = (size_t)t->shape[2], nb = In / 32;
-        uint8_t *b = malloc(E * Out * nb * 16), *s = malloc(E * Out * nb);
-        float *row = malloc(In * sizeof *row);
-        for (size_t e = 0; e < E; e++)
-            for (size_t o = 0; o < Out; o++) {
-                for (size_t k = 0; k < In; k++) row[k] = host[t->offset + (e * In + k) * Out + o];
-                gpt_mxfp4_quantize(row, nb, b + (e * Out + o) * nb * 16, s + (e * Out + o) * nb);
-            }
-        free(row);
-        char name[GPT_TENSOR_NAME_MAX + 16];
-        uint64_t bs[4] = {E, Out, nb, 16};
-        snprintf(name, sizeof name, "%s_blocks", t->name);
-        rc = gpt_ckpt_writer_add(w, name, GPT_ST_U8, 4, bs, err);
-        own[n] = 1, data[n] = b, size[n++] = E * Out * nb * 16;
-        snprintf(name, sizeof name, "%s_scales", t->name);
-        if (rc == 0) rc = gpt_ckpt_writer_add(w, name, GPT_ST_U8, 3, bs, err);
-        own[n] = 1, data[n] = s, size[n++] = E * Out * nb;
-    }
-    int i;
-    while (rc == 0 && (i = gpt_ckpt_writer_next(w)) >= 0) rc = gpt_ckpt_writer_put(w, data[i], size[i], err);
-    if (rc == 0)
-        rc = gpt_ckpt_writer_commit(w, err);
-    else
-        gpt_ckpt_writer_abort(w);
-    for (int k = 0; k < n; k++)
-        if (own[k]) free(data[k]);
-    free(data), free(size), free(own), free(host);
-    return rc;
-}
 
 /* logits (B*T, V) of a full forward */
 static void forward_logits(gpt_model *m, const int *tok, int B, int T, float *out)
