@@ -191,6 +191,10 @@ struct gpt_backend {
      * CUBLAS_COMPUTE_32F. Mixed-precision training sets it; the fp32 originals (the master
      * weights among them) are never modified. */
     int gemm_prec;
+    /* CPU backend: where bf16 GEMMs run on AMX tiles (gemm_amx.h; found at creation), their packing
+     * space; NULL where they are emulated with rounded fp32 copies. The same numbers either way, to
+     * fp32 summation order. */
+    struct gpt_amx_ws *amx;
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "gemm_amx.h"
 #include "half.h"
 #include "kv_quant.h"
 #include "mxfp4.h"
@@ -216,6 +217,12 @@ static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real 
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * C[(size_t)i * ldc + j];
         return;
     }
+#ifndef GPT_CPU_FD_TEST
+    if (be->gemm_prec == GPT_GEMM_BF16 && be->amx) {
+        gpt_gemm_bf16_amx(be->amx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
     if (be->gemm_prec != GPT_GEMM_FP32) {
         cpu_gemm_half(be->gemm_prec, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
@@ -1217,6 +1224,10 @@ static void prof_mxfp4_matmul(gpt_backend *be, float *out, int ldo, const float 
 
 static void cpu_destroy(gpt_backend *be)
 {
+#ifndef GPT_CPU_FD_TEST
+    gpt_amx_ws_free(be->amx);
+#endif
+    free(be->amx);
     cpu_prof *p = be->ctx;
     if (p) {
         double total = 0;
@@ -1301,6 +1312,9 @@ gpt_backend *gpt_backend_cpu(void)
         .scale = cpu_scale,
         .nonfinite = cpu_nonfinite,
     };
+#ifndef GPT_CPU_FD_TEST
+    if (gpt_amx_available()) be->amx = gpt_xcalloc(1, sizeof *be->amx);
+#endif
     const char *prof = getenv("GPT_PROFILE");
     if (prof && *prof && strcmp(prof, "0") != 0) {
         be->ctx = gpt_xcalloc(1, sizeof(cpu_prof));

@@ -20,6 +20,7 @@ int main(int argc, char **argv)
     if (rc >= 0) return rc;
     const gpt_model_config *c = &cfg.model;
     gpt_backend *be = gpt_backend_cpu();
+    be->gemm_prec = bench_precision(argc, argv);
     gpt_model *m = gpt_model_create(c, be, &err);
     if (!m) {
         fprintf(stderr, "bench-model: %s\n", err.msg);

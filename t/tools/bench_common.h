@@ -1,4 +1,5 @@
-/* bench_common.h: what the benchmark tools share: CONFIG B T STEPS [--set KEY=VALUE]... [--dump]
+/* bench_common.h: what the benchmark tools share: CONFIG B T STEPS [--set KEY=VALUE]...
+ * [--precision fp32|bf16|fp16] [--dump]
  * arguments, synthetic tokens, and the sgemm peak measured on the model's own GEMM shape. */
 #ifndef GPT_BENCH_COMMON_H
 #define GPT_BENCH_COMMON_H
@@ -10,13 +11,15 @@
 
 #include "backend.h"
 #include "config.h"
+#include "half.h"
 
 /* Returns -1 to go on, else the exit status (usage error, load error, or --dump done). */
 static inline int bench_args(int argc, char **argv, const char *prog, gpt_config *cfg, int *B, int *T, int *steps)
 {
     gpt_err err;
     if (argc < 5) {
-        fprintf(stderr, "usage: %s CONFIG B T STEPS [--set KEY=VALUE]... [--dump]\n", prog);
+        fprintf(stderr, "usage: %s CONFIG B T STEPS [--set KEY=VALUE]... [--precision fp32|bf16|fp16] [--dump]\n",
+                prog);
         return 2;
     }
     if (gpt_config_load(argv[1], cfg, &err) < 0) {
@@ -32,6 +35,15 @@ static inline int bench_args(int argc, char **argv, const char *prog, gpt_config
     for (int i = 5; i < argc; i++)
         if (strcmp(argv[i], "--dump") == 0) return gpt_config_dump(cfg, stdout, &err) < 0;
     return -1;
+}
+
+/* The GEMM operand precision of --precision (half.h GPT_GEMM_*; default fp32), as gpt-train's. */
+static inline int bench_precision(int argc, char **argv)
+{
+    for (int i = 5; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--precision") == 0)
+            return strcmp(argv[i + 1], "bf16") == 0 ? GPT_GEMM_BF16 : strcmp(argv[i + 1], "fp16") == 0 ? GPT_GEMM_FP16 : GPT_GEMM_FP32;
+    return GPT_GEMM_FP32;
 }
 
 /* N pseudo-random tokens and their next-token targets. */

@@ -1,0 +1,309 @@
+/* gemm_amx.c: C = alpha op(A) op(B) + beta C with bf16 operands on AMX tiles.
+ *
+ * Both operands are first packed into bf16 tiles of 16 rows x 64 bytes: op(A) as 16 rows of 32
+ * k-values, op(B) in the pair-interleaved ("VNNI") layout TDPBF16PS takes, 16 k-pairs x 16 columns
+ * x 2. Rows and columns are padded to 32 and K to 32 with zeros, so the kernel has no edge cases:
+ * each 32 x 32 block of C lives in four accumulator tiles over the whole of K (fixed order, one
+ * thread: results do not depend on the thread count) and is written out once, edges clipped.
+ *
+ * Blocking: op(B) is packed whole (shared by the threads); a work item is up to mc x 8 blocks of
+ * C, and the thread that takes it packs the item's A panel (mc 32-row blocks x K, mc chosen to keep
+ * it near 512 KB) into its own space, where it stays in the core's L2 while the item sweeps its B
+ * panels. Consecutive items share their A panel, so each thread packs each panel once. */
+#include "gemm_amx.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include <omp.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define GPT_AMX_BUILD 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+int gpt_amx_available(void)
+{
+#ifdef GPT_AMX_BUILD
+    /* GPT_AMX=0 keeps the emulation (for comparing the two; nothing else needs it). */
+    const char *env = getenv("GPT_AMX");
+    if (env && strcmp(env, "0") == 0) return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0; /* AMX-BF16, AMX-TILE */
+    if (!(b & (1u << 16)) || !(b & (1u << 30))) return 0;  /* AVX512F, AVX512BW: the packers */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return 0; /* AVX512_BF16 */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0; /* the OS saves XTILECFG and XTILEDATA */
+    /* Linux hands the tile registers out per process on request (ARCH_REQ_XCOMP_PERM, feature 18:
+     * XTILEDATA); without it the first tile instruction is a SIGILL. */
+    if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) return 0;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef GPT_AMX_BUILD
+
+enum { TILE_ELEMS = 512 }; /* bf16 values per packed tile: 16 rows x 32 */
+
+/* The packers run only where AMX is (so AVX-512 is too); O3 so that GCC vectorizes them. */
+#define PACK __attribute__((target("avx512f,avx512bw,avx512bf16"), optimize("O3")))
+
+/* fp32 -> bf16 bits, round to nearest even as gpt_round_bf16; NaN stays a (quiet) NaN. Branch-free
+ * so that the loops over it vectorize. */
+static inline uint32_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, quiet = (u >> 16) | 0x40;
+    return (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+}
+
+/* Two bf16 values in one 32-bit word, lo in the low half: a k-pair as TDPBF16PS reads it. */
+static inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | bf16_bits(hi) << 16; }
+
+/* A packed tile is 16 rows of 16 k-pair words either way: for op(A), row i = m, word r = k-pair r;
+ * for op(B), row r = k-pair r, word c = n. words[row][word] here. */
+typedef uint32_t tile_words[16][16];
+
+/* Pairs of k from a k-major source (element (k, x) at src[k * ld + x]): w[r][x] for 16 x-values.
+ * VCVTNE2PS2BF16 rounds to nearest even like bf16_bits, except that it flushes inputs below bf16's
+ * normal range to zero, which TDPBF16PS does to its inputs anyway. */
+PACK static void pairs_kmajor(tile_words w, const float *src, size_t ld)
+{
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int r = 0; r < 16; r++) {
+        const float *lo = src + (size_t)(2 * r) * ld, *hi = lo + ld;
+        __m512bh both = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo)); /* lo0..15, hi0..15 */
+        _mm512_storeu_si512(w[r], _mm512_permutexvar_epi16(interleave, (__m512i)both));
+    }
+}
+
+/* Pairs of k from an x-major source (element (k, x) at src[x * ld + k]): w[x][r]. */
+PACK static void pairs_xmajor(tile_words w, const float *src, size_t ld)
+{
+    for (int x = 0; x < 16; x++) {
+        const float *row = src + (size_t)x * ld;
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 16), _mm512_loadu_ps(row));
+        _mm512_storeu_si512(w[x], (__m512i)v);
+    }
+}
+
+PACK static void store_words(uint16_t *t, tile_words w, int transpose)
+{
+    uint32_t out[16][16];
+    if (transpose)
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 16; j++) out[i][j] = w[j][i];
+    else
+        memcpy(out, w, sizeof out);
+    memcpy(t, out, sizeof out);
+}
+
+/* Element (k, x) of a tile that crosses the edge of the matrix: zero outside. */
+static void pairs_edge(tile_words w, int xmajor_words, const float *src, size_t ld, int k0, int x0, int K, int X,
+                       int x_is_col)
+{
+    for (int r = 0; r < 16; r++)
+        for (int x = 0; x < 16; x++) {
+            float v[2];
+            for (int p = 0; p < 2; p++) {
+                int k = k0 + 2 * r + p, xx = x0 + x;
+                v[p] = k < K && xx < X ? (x_is_col ? src[(size_t)k * ld + xx] : src[(size_t)xx * ld + k]) : 0.0f;
+            }
+            if (xmajor_words)
+                w[x][r] = bf16_pair(v[0], v[1]);
+            else
+                w[r][x] = bf16_pair(v[0], v[1]);
+        }
+}
+
+/* Rows [16 mb0, 16 (mb0 + nmb)) of op(A) (M x K) into nmb x nkb tiles, tile (mb - mb0, kb) at
+ * ((mb - mb0) nkb + kb) 512: row i = m0 + i, the 32 k-values k0.. in order. ta: A is stored K x M
+ * (k-major: pairs, then a transpose). One thread: each packs the panel it is about to use. */
+static void pack_a_panel(int ta, const float *A, int lda, int M, int K, int mb0, int nmb, int nkb, uint16_t *dst)
+{
+    /* Walk the source in its storage order (k-major when ta): down the rows first, one 64-byte
+     * piece per row, each row its own page, is a TLB miss per load on a big matrix. */
+    for (int o = 0; o < (ta ? nkb : nmb); o++)
+        for (int q = 0; q < (ta ? nmb : nkb); q++) {
+            int mb = mb0 + (ta ? q : o), kb = ta ? o : q;
+            tile_words w;
+            int m0 = mb * 16, k0 = kb * 32;
+            if (m0 + 16 <= M && k0 + 32 <= K) {
+                if (ta)
+                    pairs_kmajor(w, A + (size_t)k0 * lda + m0, (size_t)lda);
+                else
+                    pairs_xmajor(w, A + (size_t)m0 * lda + k0, (size_t)lda);
+            } else
+                pairs_edge(w, !ta, A, (size_t)lda, k0, m0, K, M, ta);
+            store_words(dst + ((size_t)(mb - mb0) * nkb + kb) * TILE_ELEMS, w, ta);
+        }
+}
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* One 32 x 32 block of op(A) op(B) over all of K into out (32 x 32 floats): tiles 0-3 hold C,
+ * 4-5 the two 16-row halves of A, 6-7 the two 16-column halves of B. */
+__attribute__((target("amx-tile,amx-bf16"))) static void block_32x32(const uint16_t *a0, const uint16_t *a1,
+                                                                     const uint16_t *b0, const uint16_t *b1,
+                                                                     int nkb, float *out)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int kb = 0; kb < nkb; kb++) {
+        size_t o = (size_t)kb * TILE_ELEMS;
+        _tile_loadd(4, a0 + o, 64);
+        _tile_loadd(6, b0 + o, 64);
+        _tile_loadd(5, a1 + o, 64);
+        _tile_loadd(7, b1 + o, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 128);
+    _tile_stored(1, out + 16, 128);
+    _tile_stored(2, out + 16 * 32, 128);
+    _tile_stored(3, out + 16 * 32 + 16, 128);
+}
+
+__attribute__((target("amx-tile"))) static void tiles_on(void)
+{
+    struct tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    /* Not _tile_loadconfig: GCC 12 drops the stores to colsb/rows before its builtin (it does not
+     * see them read), leaving an all-zero configuration and a SIGILL at the first tile op. */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+__attribute__((target("amx-tile"))) static void tiles_off(void) { _tile_release(); }
+
+/* The workspace grown to at least n bytes (its old contents are not kept). Reused across calls:
+ * fresh pages for every GEMM cost more in page faults than packing them does. */
+static void *ws_reserve(gpt_amx_ws *ws, size_t n)
+{
+    n = (n + 63) / 64 * 64;
+    if (ws->cap < n) {
+        free(ws->buf);
+        ws->buf = aligned_alloc(64, n);
+        if (!ws->buf) ws->buf = gpt_xmalloc(n); /* which reports the failure; tiles need no alignment */
+        ws->cap = n;
+    }
+    return ws->buf;
+}
+
+void gpt_amx_ws_free(gpt_amx_ws *ws)
+{
+    if (!ws) return;
+    free(ws->buf);
+    ws->buf = NULL;
+    ws->cap = 0;
+}
+
+void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    int nkb = K > 0 ? (K + 31) / 32 : 1;
+    int nmi = (M + 31) / 32, nnj = (N + 31) / 32; /* 32 x 32 blocks of C */
+    size_t blk = (size_t)2 * nkb * TILE_ELEMS;    /* bf16 values of a 32-row (or -column) panel */
+    int mc = (int)((512u << 10) / (blk * 2));     /* A blocks per work item: ~512 KB, in L2 */
+    mc = mc < 1 ? 1 : mc > 16 ? 16 : mc;
+    enum { NC = 8 };
+    int nim = (nmi + mc - 1) / mc, nin = (nnj + NC - 1) / NC;
+    int nthr = omp_get_max_threads();
+
+    gpt_amx_ws tmp = {0};
+    if (!ws) ws = &tmp;
+    size_t bsize = (size_t)nnj * blk, asize = (size_t)mc * blk;
+    uint16_t *bp = ws_reserve(ws, (bsize + (size_t)nthr * asize) * sizeof(uint16_t));
+
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int o = 0; o < (tb ? 2 * nnj : nkb); o++)
+        for (int q = 0; q < (tb ? nkb : 2 * nnj); q++) {
+            /* B's storage order, as in pack_a_panel */
+            int nb = tb ? o : q, kb = tb ? q : o;
+            tile_words w;
+            int n0 = nb * 16, k0 = kb * 32;
+            if (n0 + 16 <= N && k0 + 32 <= K) {
+                if (tb)
+                    pairs_xmajor(w, B + (size_t)n0 * ldb + k0, (size_t)ldb);
+                else
+                    pairs_kmajor(w, B + (size_t)k0 * ldb + n0, (size_t)ldb);
+            } else
+                pairs_edge(w, tb, B, (size_t)ldb, k0, n0, K, N, !tb);
+            store_words(bp + ((size_t)nb * nkb + kb) * TILE_ELEMS, w, tb);
+        }
+
+#pragma omp parallel num_threads(nthr)
+    {
+        uint16_t *ap = bp + bsize + (size_t)omp_get_thread_num() * asize;
+        float out[32 * 32] __attribute__((aligned(64)));
+        int have = -1; /* the A panel in ap */
+        tiles_on();
+#pragma omp for schedule(static)
+        for (int item = 0; item < nim * nin; item++) {
+            int im = item / nin, in = item % nin;
+            int i0 = im * mc, i1 = i0 + mc < nmi ? i0 + mc : nmi;
+            int j0 = in * NC, j1 = j0 + NC < nnj ? j0 + NC : nnj;
+            if (have != im) {
+                pack_a_panel(ta, A, lda, M, K, 2 * i0, 2 * (i1 - i0), nkb, ap);
+                have = im;
+            }
+            for (int j = j0; j < j1; j++)
+                for (int i = i0; i < i1; i++) {
+                    const uint16_t *a0 = ap + (size_t)(i - i0) * blk, *b0 = bp + (size_t)j * blk;
+                    block_32x32(a0, a0 + blk / 2, b0, b0 + blk / 2, nkb, out);
+                    int rows = M - i * 32 < 32 ? M - i * 32 : 32, cols = N - j * 32 < 32 ? N - j * 32 : 32;
+                    for (int r = 0; r < rows; r++) {
+                        float *c = C + (size_t)(i * 32 + r) * ldc + j * 32;
+                        const float *ov = out + r * 32;
+                        if (beta == 0.0f)
+                            for (int q = 0; q < cols; q++) c[q] = alpha * ov[q];
+                        else
+                            for (int q = 0; q < cols; q++) c[q] = alpha * ov[q] + beta * c[q];
+                    }
+                }
+        }
+        tiles_off();
+    }
+    gpt_amx_ws_free(&tmp);
+}
+
+#else /* no AMX in this build */
+
+void gpt_amx_ws_free(gpt_amx_ws *ws) { (void)ws; }
+
+void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc)
+{
+    (void)ws, (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta,
+        (void)C, (void)ldc;
+    fprintf(stderr, "gpt: internal error: gpt_gemm_bf16_amx called in a build without AMX\n");
+    abort();
+}
+
+#endif
