@@ -16,6 +16,7 @@
 #include "model_pp.h"
 #include "model_tp.h"
 #include "backend_select.h"
+#include "half.h"
 #include "blas_check.h"
 #include "eval.h"
 #include "fileio.h"
@@ -48,12 +49,14 @@ static const char usage_text[] =
     "                        is visible, else cpu)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                        auto (default): MXFP4 when the checkpoint stores them so\n"
+    "      --precision P     GEMM operands fp32 (default), bf16 or fp16, fp32 sums (bf16: AMX\n"
+    "                        tiles where the CPU has them, tensor cores on CUDA)\n"
     "  -q, --quiet           no timing on stderr\n"
     "  -h, --help            this help        --version    the version\n"
     "Under mpirun -np N, the data is split over N / (tp * pp) data-parallel ranks and rank 0 prints\n"
     "the same numbers as one rank: mpirun -np 4 gpt-eval --tp 2 -m MODEL -d FILE (dp 2 x tp 2).\n";
 
-enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_PP };
+enum { O_TOKENS = 256, O_SEQ, O_STRIDE, O_PERTOK, O_JSON, O_CHOICE, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_PP, O_PREC };
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
 {
@@ -296,7 +299,7 @@ int main(int argc, char **argv)
     const char *model = NULL, *data = "-", *device = NULL;
     const char **sets = gpt_xcalloc((size_t)argc, sizeof *sets);
     size_t n_sets = 0;
-    int tokens = 0, per_token = 0, json = 0, choice = 0, quiet = 0, tp = 1, pp = 1;
+    int tokens = 0, per_token = 0, json = 0, choice = 0, quiet = 0, tp = 1, pp = 1, precision = GPT_GEMM_FP32;
     gpt_eval_opts eo = {0, 0, 4};
     gpt_open_opts oo = {0};
     static const struct option longopts[] = {
@@ -304,7 +307,7 @@ int main(int argc, char **argv)
         {"stride", 1, 0, O_STRIDE}, {"batch-size", 1, 0, 'b'}, {"per-token", 0, 0, O_PERTOK},
         {"json", 0, 0, O_JSON}, {"choice", 0, 0, O_CHOICE}, {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE},
         {"experts", 1, 0, O_EXPERTS}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
-        {"tp", 1, 0, O_TP}, {"pp", 1, 0, O_PP}, {0, 0, 0, 0}};
+        {"tp", 1, 0, O_TP}, {"pp", 1, 0, O_PP}, {"precision", 1, 0, O_PREC}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:d:b:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -325,6 +328,11 @@ int main(int argc, char **argv)
         case O_CHOICE: choice = 1; break;
         case O_SET: sets[n_sets++] = optarg; break;
         case O_DEVICE: device = optarg; break;
+        case O_PREC:
+            precision = !strcmp(optarg, "fp32") ? GPT_GEMM_FP32 : !strcmp(optarg, "bf16") ? GPT_GEMM_BF16
+                      : !strcmp(optarg, "fp16") ? GPT_GEMM_FP16 : -1;
+            if (precision < 0) EXIT(usage_error("--precision wants fp32, bf16 or fp16, not '%s'", optarg));
+            break;
         case O_EXPERTS:
             if ((oo.experts = parse_experts(optarg)) < 0) EXIT(usage_error("--experts wants auto, mxfp4 or f32"));
             break;
@@ -387,6 +395,8 @@ int main(int argc, char **argv)
         goto fail_nomodel;
     }
     if (tp * pp > 1) gpt_model_pp_set_comm(lm.model, mesh.pp_comm);
+    be->gemm_prec = precision;
+    gpt_model_freeze(lm.model, 1);
     const gpt_model_config *mc = gpt_model_full_config(lm.model);
     if (!(tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err))) {
         gpt_err_prefix(&err, "model %s: tokenizer", model);

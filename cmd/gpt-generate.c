@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "half.h"
 #include "backend_select.h"
 #include "blas_check.h"
 #include "generate.h"
@@ -58,6 +59,8 @@ static const char usage_text[] =
     "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
     "                            GPU is visible, else cpu)\n"
     "      --cache-dtype f32|bf16|int8   KV cache precision (default f32; int8: per-head scales)\n"
+    "      --precision P         GEMM operands fp32 (default), bf16 or fp16, fp32 sums; bf16 runs on\n"
+    "                            AMX tiles where the CPU has them, tensor cores on CUDA\n"
     "      --device-sampling     sample on the GPU (experimental; no penalties, no --tp)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
@@ -70,7 +73,7 @@ static const char usage_text[] =
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP, O_DEVSAMPLE
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP, O_DEVSAMPLE, O_PREC
 };
 
 typedef struct {
@@ -85,6 +88,7 @@ typedef struct {
     const char **sets;
     size_t n_sets;
     int experts; /* GPT_EXPERTS_* */
+    int precision; /* GEMM operands: half.h GPT_GEMM_* */
 } options;
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -293,6 +297,7 @@ int main(int argc, char **argv)
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
         {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
         {"cache-dtype", 1, 0, O_CACHE}, {"pp", 1, 0, O_PP}, {"device-sampling", 0, 0, O_DEVSAMPLE},
+        {"precision", 1, 0, O_PREC},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -386,6 +391,11 @@ int main(int argc, char **argv)
             o.tp = (int)v;
             break;
         case O_DEVSAMPLE: o.g.device_sampling = 1; break;
+        case O_PREC:
+            o.precision = !strcmp(optarg, "fp32") ? GPT_GEMM_FP32 : !strcmp(optarg, "bf16") ? GPT_GEMM_BF16
+                        : !strcmp(optarg, "fp16") ? GPT_GEMM_FP16 : -1;
+            if (o.precision < 0) EXIT(usage_error("--precision wants fp32, bf16 or fp16, not '%s'", optarg));
+            break;
         case O_PP:
             if (parse_num(optarg, 1, 4096, &v) < 0 || v != (int)v) EXIT(usage_error("--pp wants 1..4096, not '%s'", optarg));
             o.pp = (int)v;
@@ -454,6 +464,8 @@ int main(int argc, char **argv)
         EXIT(1);
     }
     if (world) gpt_model_pp_set_comm(lm.model, mesh.pp_comm);
+    be->gemm_prec = o.precision;
+    gpt_model_freeze(lm.model, 1);
     const gpt_model_config *mc = gpt_model_full_config(lm.model);
     gpt_tokenizer *tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err);
     if (!tk) {

@@ -195,6 +195,11 @@ struct gpt_backend {
      * space; NULL where they are emulated with rounded fp32 copies. The same numbers either way, to
      * fp32 summation order. */
     struct gpt_amx_ws *amx;
+    /* Inference: the bytes [frozen_lo, frozen_hi) (a model's parameters, gpt_model_freeze) do not
+     * change while set, so the backend may keep converted copies of them (the CPU keeps bf16 AMX
+     * packs of the weights it multiplies by). NULL: none. */
+    const void *frozen_lo, *frozen_hi;
+    unsigned frozen_epoch; /* bumped by every freeze and thaw: copies from another epoch are stale */
 };
 
 /* The CPU backend: fp32, OpenBLAS sgemm, OpenMP loops. */

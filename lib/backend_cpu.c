@@ -219,6 +219,7 @@ static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real 
     }
 #ifndef GPT_CPU_FD_TEST
     if (be->gemm_prec == GPT_GEMM_BF16 && be->amx) {
+        gpt_amx_ws_freeze(be->amx, be->frozen_lo, be->frozen_hi, be->frozen_epoch);
         gpt_gemm_bf16_amx(be->amx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -624,22 +625,21 @@ static void cpu_attn_cached(gpt_backend *be, real *out, const real *q, int ldq, 
                 int kh = h / grp, t = pos[r], lo = attn_lo(t, window);
                 const real *kbase = kc + (size_t)seq[r] * ring * w + (size_t)kh * D;
                 const real *vbase = vc + (size_t)seq[r] * ring * w + (size_t)kh * D;
-                real m = sinks ? sinks[h] : -(real)INFINITY;
-                for (int j = lo; j <= t; j++) {
-                    const real *k = kbase + (size_t)(j % ring) * w;
-                    real dot = 0;
-                    for (int i = 0; i < D; i++) dot += qr[i] * k[i];
-                    s[j] = dot * scale;
-                    if (s[j] > m) m = s[j];
+                /* keys lo..t sit in the ring at (j % ring): at most two runs of consecutive slots */
+                int nk = t - lo + 1;
+                for (int j = lo; j <= t;) {
+                    int slot = j % ring, len = t - j + 1 < ring - slot ? t - j + 1 : ring - slot;
+                    for (int u = 0; u < len; u++) s[j - lo + u] = lanes_dot(qr, kbase + (size_t)(slot + u) * w, D) * scale;
+                    j += len;
                 }
-                real z = sinks ? exp(sinks[h] - m) : 0;
-                for (int j = lo; j <= t; j++) z += (s[j] = exp(s[j] - m));
+                real m = lanes_max(s, nk, sinks ? sinks[h] : -(real)INFINITY);
+                real z = (sinks ? exp(sinks[h] - m) : 0) + lanes_exp_sum(s, nk, m);
                 real *o = out + (size_t)r * H * D + (size_t)h * D;
                 for (int i = 0; i < D; i++) o[i] = 0;
-                for (int j = lo; j <= t; j++) {
-                    const real *v = vbase + (size_t)(j % ring) * w;
-                    real p = s[j] / z;
-                    for (int i = 0; i < D; i++) o[i] += p * v[i];
+                for (int j = lo; j <= t;) {
+                    int slot = j % ring, len = t - j + 1 < ring - slot ? t - j + 1 : ring - slot;
+                    for (int u = 0; u < len; u++) axpy_to(o, vbase + (size_t)(slot + u) * w, s[j - lo + u] / z, D);
+                    j += len;
                 }
             }
         free(s);

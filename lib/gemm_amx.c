@@ -59,43 +59,40 @@ enum { TILE_ELEMS = 512 }; /* bf16 values per packed tile: 16 rows x 32 */
 /* The packers run only where AMX is (so AVX-512 is too); O3 so that GCC vectorizes them. */
 #define PACK __attribute__((target("avx512f,avx512bw,avx512bf16"), optimize("O3")))
 
-/* fp32 -> bf16 bits, round to nearest even as gpt_round_bf16; NaN stays a (quiet) NaN. Branch-free
- * so that the loops over it vectorize. */
-static inline uint32_t bf16_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, quiet = (u >> 16) | 0x40;
-    return (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
-}
-
-/* Two bf16 values in one 32-bit word, lo in the low half: a k-pair as TDPBF16PS reads it. */
-static inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | bf16_bits(hi) << 16; }
-
 /* A packed tile is 16 rows of 16 k-pair words either way: for op(A), row i = m, word r = k-pair r;
  * for op(B), row r = k-pair r, word c = n. words[row][word] here. */
 typedef uint32_t tile_words[16][16];
 
-/* Pairs of k from a k-major source (element (k, x) at src[k * ld + x]): w[r][x] for 16 x-values.
- * VCVTNE2PS2BF16 rounds to nearest even like bf16_bits, except that it flushes inputs below bf16's
- * normal range to zero, which TDPBF16PS does to its inputs anyway. */
-PACK static void pairs_kmajor(tile_words w, const float *src, size_t ld)
+/* Pairs of k from a k-major source (element (k, x) at src[k * ld + x]): w[r][x] for 16 x-values,
+ * of which the first nk k-values and nx x-values exist (the rest are zeros: the matrix edges).
+ * VCVTNE2PS2BF16 rounds to nearest even as gpt_round_bf16 (half.h) does, NaN stays NaN, except that
+ * it flushes inputs below bf16's normal range to zero, which TDPBF16PS does to its inputs anyway. */
+PACK static void pairs_kmajor(tile_words w, const float *src, size_t ld, int nk, int nx)
 {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                                 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __mmask16 xm = (__mmask16)((1u << nx) - 1);
     for (int r = 0; r < 16; r++) {
         const float *lo = src + (size_t)(2 * r) * ld, *hi = lo + ld;
-        __m512bh both = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo)); /* lo0..15, hi0..15 */
+        __m512 vlo = 2 * r < nk ? _mm512_maskz_loadu_ps(xm, lo) : _mm512_setzero_ps();
+        __m512 vhi = 2 * r + 1 < nk ? _mm512_maskz_loadu_ps(xm, hi) : _mm512_setzero_ps();
+        __m512bh both = _mm512_cvtne2ps_pbh(vhi, vlo); /* lo0..15, hi0..15 */
         _mm512_storeu_si512(w[r], _mm512_permutexvar_epi16(interleave, (__m512i)both));
     }
 }
 
-/* Pairs of k from an x-major source (element (k, x) at src[x * ld + k]): w[x][r]. */
-PACK static void pairs_xmajor(tile_words w, const float *src, size_t ld)
+/* Pairs of k from an x-major source (element (k, x) at src[x * ld + k]): w[x][r]; edges as above. */
+PACK static void pairs_xmajor(tile_words w, const float *src, size_t ld, int nk, int nx)
 {
+    __mmask16 k0 = (__mmask16)(nk >= 16 ? 0xffff : (1u << nk) - 1);
+    __mmask16 k1 = (__mmask16)(nk >= 32 ? 0xffff : nk <= 16 ? 0 : (1u << (nk - 16)) - 1);
     for (int x = 0; x < 16; x++) {
+        if (x >= nx) {
+            _mm512_storeu_si512(w[x], _mm512_setzero_si512());
+            continue;
+        }
         const float *row = src + (size_t)x * ld;
-        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 16), _mm512_loadu_ps(row));
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(k1, row + 16), _mm512_maskz_loadu_ps(k0, row));
         _mm512_storeu_si512(w[x], (__m512i)v);
     }
 }
@@ -111,22 +108,24 @@ PACK static void store_words(uint16_t *t, tile_words w, int transpose)
     memcpy(t, out, sizeof out);
 }
 
-/* Element (k, x) of a tile that crosses the edge of the matrix: zero outside. */
-static void pairs_edge(tile_words w, int xmajor_words, const float *src, size_t ld, int k0, int x0, int K, int X,
-                       int x_is_col)
+/* One packed tile of the (k, x) matrix at src (x_is_col: element (k, x) at src[k ld + x], else at
+ * src[x ld + k]), k in [k0, k0 + 32), x in [x0, x0 + 16), zeros past K and X. transpose: the tile
+ * wants rows of x (op(A)); else rows of k-pairs (op(B)). */
+static void pack_tile(uint16_t *t, const float *src, size_t ld, int x_is_col, int k0, int x0, int K, int X,
+                      int transpose)
 {
-    for (int r = 0; r < 16; r++)
-        for (int x = 0; x < 16; x++) {
-            float v[2];
-            for (int p = 0; p < 2; p++) {
-                int k = k0 + 2 * r + p, xx = x0 + x;
-                v[p] = k < K && xx < X ? (x_is_col ? src[(size_t)k * ld + xx] : src[(size_t)xx * ld + k]) : 0.0f;
-            }
-            if (xmajor_words)
-                w[x][r] = bf16_pair(v[0], v[1]);
-            else
-                w[r][x] = bf16_pair(v[0], v[1]);
-        }
+    int nk = K - k0 < 32 ? K - k0 : 32, nx = X - x0 < 16 ? X - x0 : 16;
+    if (nk <= 0 || nx <= 0) {
+        memset(t, 0, TILE_ELEMS * sizeof *t);
+        return;
+    }
+    tile_words w;
+    if (x_is_col)
+        pairs_kmajor(w, src + (size_t)k0 * ld + x0, ld, nk, nx); /* w[r][x] */
+    else
+        pairs_xmajor(w, src + (size_t)x0 * ld + k0, ld, nk, nx); /* w[x][r] */
+    /* op(A) tiles are rows of x; op(B) tiles rows of k-pairs */
+    store_words(t, w, x_is_col == transpose);
 }
 
 /* Rows [16 mb0, 16 (mb0 + nmb)) of op(A) (M x K) into nmb x nkb tiles, tile (mb - mb0, kb) at
@@ -139,16 +138,8 @@ static void pack_a_panel(int ta, const float *A, int lda, int M, int K, int mb0,
     for (int o = 0; o < (ta ? nkb : nmb); o++)
         for (int q = 0; q < (ta ? nmb : nkb); q++) {
             int mb = mb0 + (ta ? q : o), kb = ta ? o : q;
-            tile_words w;
-            int m0 = mb * 16, k0 = kb * 32;
-            if (m0 + 16 <= M && k0 + 32 <= K) {
-                if (ta)
-                    pairs_kmajor(w, A + (size_t)k0 * lda + m0, (size_t)lda);
-                else
-                    pairs_xmajor(w, A + (size_t)m0 * lda + k0, (size_t)lda);
-            } else
-                pairs_edge(w, !ta, A, (size_t)lda, k0, m0, K, M, ta);
-            store_words(dst + ((size_t)(mb - mb0) * nkb + kb) * TILE_ELEMS, w, ta);
+            pack_tile(dst + ((size_t)(mb - mb0) * nkb + kb) * TILE_ELEMS, A, (size_t)lda, ta, kb * 32, mb * 16, K, M,
+                      1);
         }
 }
 
@@ -185,6 +176,32 @@ __attribute__((target("amx-tile,amx-bf16"))) static void block_32x32(const uint1
     _tile_stored(3, out + 16 * 32 + 16, 128);
 }
 
+/* Rows 0-15 only: tiles 0-1 hold C, 4 the A rows, 6-7 the two halves of B. */
+__attribute__((target("amx-tile,amx-bf16"))) static void block_16x32(const uint16_t *a0, const uint16_t *b0,
+                                                                     const uint16_t *b1, int nkb, float *out)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int kb = 0; kb < nkb; kb++) {
+        size_t o = (size_t)kb * TILE_ELEMS;
+        /* Few rows: B streams from memory with little work per byte, and the hardware prefetchers
+         * stop at each 4 KB page (every fourth tile here): ask for the tiles PF ahead. */
+        enum { PF = 6 };
+        const char *p0 = (const char *)(b0 + o + PF * TILE_ELEMS), *p1 = (const char *)(b1 + o + PF * TILE_ELEMS);
+        for (int l = 0; l < TILE_ELEMS * 2; l += 64) {
+            _mm_prefetch(p0 + l, _MM_HINT_T0);
+            _mm_prefetch(p1 + l, _MM_HINT_T0);
+        }
+        _tile_loadd(4, a0 + o, 64);
+        _tile_loadd(6, b0 + o, 64);
+        _tile_loadd(7, b1 + o, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+    }
+    _tile_stored(0, out, 128);
+    _tile_stored(1, out + 16, 128);
+}
+
 __attribute__((target("amx-tile"))) static void tiles_on(void)
 {
     struct tile_config cfg;
@@ -215,12 +232,64 @@ static void *ws_reserve(gpt_amx_ws *ws, size_t n)
     return ws->buf;
 }
 
+/* op(B) (K x N) into 2 nnj x nkb tiles in TDPBF16PS's pair-interleaved layout, tile (nb, kb) at
+ * (nb nkb + kb) 512: row r = k-pair (k0 + 2r, k0 + 2r + 1), word c = column n0 + c. tb: B is
+ * stored N x K. Walked in B's storage order, as pack_a_panel. */
+static void pack_b(int tb, const float *B, int ldb, int K, int N, int nnj, int nkb, uint16_t *dst)
+{
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int o = 0; o < (tb ? 2 * nnj : nkb); o++)
+        for (int q = 0; q < (tb ? nkb : 2 * nnj); q++) {
+            int nb = tb ? o : q, kb = tb ? q : o;
+            pack_tile(dst + ((size_t)nb * nkb + kb) * TILE_ELEMS, B, (size_t)ldb, !tb, kb * 32, nb * 16, K, N, 0);
+        }
+}
+
+struct gpt_amx_pack {
+    const float *B;
+    int tb, K, N, ldb;
+    uint16_t *data;
+};
+
+/* The kept pack of a frozen B, made on first use. */
+static const uint16_t *frozen_pack(gpt_amx_ws *ws, int tb, const float *B, int ldb, int K, int N, int nnj, int nkb)
+{
+    for (int i = 0; i < ws->npacks; i++) {
+        struct gpt_amx_pack *p = &ws->packs[i];
+        if (p->B == B && p->tb == tb && p->K == K && p->N == N && p->ldb == ldb) return p->data;
+    }
+    ws->packs = gpt_xrealloc(ws->packs, (size_t)(ws->npacks + 1) * sizeof *ws->packs);
+    size_t n = (size_t)2 * nnj * nkb * TILE_ELEMS * sizeof(uint16_t);
+    uint16_t *data = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!data) data = gpt_xmalloc(n);
+    pack_b(tb, B, ldb, K, N, nnj, nkb, data);
+    ws->packs[ws->npacks++] = (struct gpt_amx_pack){B, tb, K, N, ldb, data};
+    return data;
+}
+
+static void drop_packs(gpt_amx_ws *ws)
+{
+    for (int i = 0; i < ws->npacks; i++) free(ws->packs[i].data);
+    free(ws->packs);
+    ws->packs = NULL;
+    ws->npacks = 0;
+}
+
+void gpt_amx_ws_freeze(gpt_amx_ws *ws, const void *lo, const void *hi, unsigned epoch)
+{
+    if (ws->frozen_lo == lo && ws->frozen_hi == hi && ws->epoch == epoch) return;
+    drop_packs(ws);
+    ws->frozen_lo = lo;
+    ws->frozen_hi = hi;
+    ws->epoch = epoch;
+}
+
 void gpt_amx_ws_free(gpt_amx_ws *ws)
 {
     if (!ws) return;
+    drop_packs(ws);
     free(ws->buf);
-    ws->buf = NULL;
-    ws->cap = 0;
+    *ws = (gpt_amx_ws){0};
 }
 
 void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -232,35 +301,27 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
     size_t blk = (size_t)2 * nkb * TILE_ELEMS;    /* bf16 values of a 32-row (or -column) panel */
     int mc = (int)((512u << 10) / (blk * 2));     /* A blocks per work item: ~512 KB, in L2 */
     mc = mc < 1 ? 1 : mc > 16 ? 16 : mc;
-    enum { NC = 8 };
-    int nim = (nmi + mc - 1) / mc, nin = (nnj + NC - 1) / NC;
-    int nthr = omp_get_max_threads();
+    int nthr = omp_get_max_threads(), nim = (nmi + mc - 1) / mc;
+    /* up to 8 B panels per item, fewer when there are few row blocks (decoding: one), so that
+     * each thread gets several items */
+    int want = (4 * nthr + nim - 1) / nim, nc = nnj / (want > 0 ? want : 1);
+    nc = nc < 1 ? 1 : nc > 8 ? 8 : nc;
+    int nin = (nnj + nc - 1) / nc;
 
     gpt_amx_ws tmp = {0};
     if (!ws) ws = &tmp;
-    size_t bsize = (size_t)nnj * blk, asize = (size_t)mc * blk;
-    uint16_t *bp = ws_reserve(ws, (bsize + (size_t)nthr * asize) * sizeof(uint16_t));
-
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int o = 0; o < (tb ? 2 * nnj : nkb); o++)
-        for (int q = 0; q < (tb ? nkb : 2 * nnj); q++) {
-            /* B's storage order, as in pack_a_panel */
-            int nb = tb ? o : q, kb = tb ? q : o;
-            tile_words w;
-            int n0 = nb * 16, k0 = kb * 32;
-            if (n0 + 16 <= N && k0 + 32 <= K) {
-                if (tb)
-                    pairs_xmajor(w, B + (size_t)n0 * ldb + k0, (size_t)ldb);
-                else
-                    pairs_kmajor(w, B + (size_t)k0 * ldb + n0, (size_t)ldb);
-            } else
-                pairs_edge(w, tb, B, (size_t)ldb, k0, n0, K, N, !tb);
-            store_words(bp + ((size_t)nb * nkb + kb) * TILE_ELEMS, w, tb);
-        }
+    int frozen = ws->frozen_lo && (const void *)B >= ws->frozen_lo && (const void *)B < ws->frozen_hi;
+    size_t bsize = frozen ? 0 : (size_t)nnj * blk, asize = (size_t)mc * blk;
+    uint16_t *space = ws_reserve(ws, (bsize + (size_t)nthr * asize) * sizeof(uint16_t));
+    const uint16_t *bp = space;
+    if (frozen)
+        bp = frozen_pack(ws, tb, B, ldb, K, N, nnj, nkb);
+    else
+        pack_b(tb, B, ldb, K, N, nnj, nkb, space);
 
 #pragma omp parallel num_threads(nthr)
     {
-        uint16_t *ap = bp + bsize + (size_t)omp_get_thread_num() * asize;
+        uint16_t *ap = space + bsize + (size_t)omp_get_thread_num() * asize;
         float out[32 * 32] __attribute__((aligned(64)));
         int have = -1; /* the A panel in ap */
         tiles_on();
@@ -268,7 +329,7 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
         for (int item = 0; item < nim * nin; item++) {
             int im = item / nin, in = item % nin;
             int i0 = im * mc, i1 = i0 + mc < nmi ? i0 + mc : nmi;
-            int j0 = in * NC, j1 = j0 + NC < nnj ? j0 + NC : nnj;
+            int j0 = in * nc, j1 = j0 + nc < nnj ? j0 + nc : nnj;
             if (have != im) {
                 pack_a_panel(ta, A, lda, M, K, 2 * i0, 2 * (i1 - i0), nkb, ap);
                 have = im;
@@ -276,8 +337,11 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
             for (int j = j0; j < j1; j++)
                 for (int i = i0; i < i1; i++) {
                     const uint16_t *a0 = ap + (size_t)(i - i0) * blk, *b0 = bp + (size_t)j * blk;
-                    block_32x32(a0, a0 + blk / 2, b0, b0 + blk / 2, nkb, out);
                     int rows = M - i * 32 < 32 ? M - i * 32 : 32, cols = N - j * 32 < 32 ? N - j * 32 : 32;
+                    if (rows <= 16) /* half the tile work: a batch of up to 16 rows (decoding) */
+                        block_16x32(a0, b0, b0 + blk / 2, nkb, out);
+                    else
+                        block_32x32(a0, a0 + blk / 2, b0, b0 + blk / 2, nkb, out);
                     for (int r = 0; r < rows; r++) {
                         float *c = C + (size_t)(i * 32 + r) * ldc + j * 32;
                         const float *ov = out + r * 32;
@@ -296,6 +360,10 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
 #else /* no AMX in this build */
 
 void gpt_amx_ws_free(gpt_amx_ws *ws) { (void)ws; }
+void gpt_amx_ws_freeze(gpt_amx_ws *ws, const void *lo, const void *hi, unsigned epoch)
+{
+    (void)ws, (void)lo, (void)hi, (void)epoch;
+}
 
 void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc)

@@ -13,12 +13,23 @@
 int gpt_amx_available(void);
 
 /* Packing space reused across calls (it grows to the largest call's need: op(B) in bf16 plus an
- * A panel per thread). {0} is an empty one; one per backend, one call at a time. */
+ * A panel per thread), and the kept packs of frozen B operands. {0} is an empty one; one per
+ * backend, one call at a time. */
 typedef struct gpt_amx_ws {
     void *buf;
     size_t cap;
+    const void *frozen_lo, *frozen_hi; /* see gpt_amx_ws_freeze */
+    unsigned epoch;
+    struct gpt_amx_pack *packs;
+    int npacks;
 } gpt_amx_ws;
-void gpt_amx_ws_free(gpt_amx_ws *ws); /* releases the buffer, not ws itself */
+void gpt_amx_ws_free(gpt_amx_ws *ws); /* releases what it holds, not ws itself */
+
+/* B operands inside [lo, hi) do not change until the next call here (inference: the weights): each
+ * is packed once, on first use, and the pack is kept (half the bytes of the fp32 original), so a
+ * decoding step reads bf16 weights only. A different range (NULL, NULL: none) or epoch (the
+ * caller bumps it whenever it freezes anew: the same addresses may hold new weights) drops them. */
+void gpt_amx_ws_freeze(gpt_amx_ws *ws, const void *lo, const void *hi, unsigned epoch);
 
 /* C = alpha op(A) op(B) + beta C, row-major, op(A) M x K, op(B) K x N (ta / tb: the stored matrix
  * is the transpose). beta == 0 ignores C's old contents (NaNs included). Deterministic: each C

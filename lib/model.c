@@ -333,6 +333,7 @@ static void free_acts(gpt_model *m)
 void gpt_model_free(gpt_model *m)
 {
     if (!m) return;
+    if (m->be->frozen_lo == (const void *)m->params) gpt_model_freeze(m, 0); /* the memory may come back */
     free_acts(m);
     if (m->rope_cos) m->be->free(m->be, m->rope_cos);
     if (m->rope_sin) m->be->free(m->be, m->rope_sin);
@@ -357,6 +358,13 @@ const gpt_model_config *gpt_model_config_of(const gpt_model *m) { return &m->cfg
 gpt_backend *gpt_model_backend(const gpt_model *m) { return m->be; }
 const gpt_param_table *gpt_model_params(const gpt_model *m) { return &m->tab; }
 float *gpt_model_param_data(gpt_model *m) { return m->params; }
+
+void gpt_model_freeze(gpt_model *m, int on)
+{
+    m->be->frozen_lo = on ? (const void *)m->params : NULL;
+    m->be->frozen_hi = on ? (const void *)(m->params + m->tab.total) : NULL;
+    m->be->frozen_epoch++;
+}
 float *gpt_model_grad_data(gpt_model *m)
 {
     ensure_grads(m);

@@ -63,6 +63,10 @@ const gpt_param_table *gpt_model_params(const gpt_model *m);
 float *gpt_model_param_data(gpt_model *m);
 float *gpt_model_grad_data(gpt_model *m);
 
+/* Inference: promise that the parameters stay as they are until gpt_model_free (or freeze 0), so
+ * the backend may keep converted copies of them (bf16 packs for AMX GEMMs on the CPU). */
+void gpt_model_freeze(gpt_model *m, int on);
+
 void gpt_model_init_params(gpt_model *m, uint64_t seed);
 void gpt_model_zero_grad(gpt_model *m);
 

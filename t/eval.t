@@ -97,5 +97,20 @@ printf '{"context": "x"}\n' | "$bin/gpt-eval" -m t/data/ref/tiny-gpt2 --choice -
 [ $? -ne 0 ] && grep -q "line 1" "$tmp/err"
 ok $? "--choice: a malformed line is an error naming it"
 
+# --precision bf16: the loss of the model with bf16 GEMM operands: near fp32's (the tiny models'
+# logits move by bf16's rounding), not equal to it, and the same with AMX as emulated
+"$bin/gpt-eval" -m t/data/ref/tiny-gpt2 -d "$tmp/t.txt" --json -q >"$tmp/f32" 2>"$tmp/err" &&
+    "$bin/gpt-eval" -m t/data/ref/tiny-gpt2 -d "$tmp/t.txt" --json -q --precision bf16 >"$tmp/b16" 2>>"$tmp/err" &&
+    GPT_AMX=0 "$bin/gpt-eval" -m t/data/ref/tiny-gpt2 -d "$tmp/t.txt" --json -q --precision bf16 >"$tmp/b16e" 2>>"$tmp/err"
+st=$?
+python3 - "$tmp/f32" "$tmp/b16" "$tmp/b16e" <<'PY'
+import json, sys
+f, b, e = (json.load(open(p))["loss"] for p in sys.argv[1:4])
+ok = f != b and abs(b - f) <= 1e-2 * f and abs(b - e) <= 1e-5 * e
+print("# fp32 %.7f bf16 %.7f bf16 emulated %.7f" % (f, b, e))
+sys.exit(0 if ok else 1)
+PY
+ok $(( $? + st )) "--precision bf16: loss within 1% of fp32's, not equal, and AMX equals the emulation to 1e-5"
+
 echo "1..$n"
 [ $fails -eq 0 ]

@@ -163,6 +163,33 @@ int main(void)
                              "%d of %d differ in the last bits: summation order)", d, differ, r.M * r.N);
     free(ce);
     release(&r);
+
+    /* Frozen weights: packed once and reused (so a change the caller promised not to make goes
+     * unseen), dropped when the range is frozen anew. */
+    problem f = make(16, 64, 96, 0, 1);
+    size_t nb = (size_t)f.N * f.ldb;
+    float *c_a = malloc((size_t)f.M * f.ldc * sizeof *c_a), *c_b = malloc((size_t)f.M * f.ldc * sizeof *c_b);
+    be->frozen_lo = f.B, be->frozen_hi = f.B + nb, be->frozen_epoch++;
+    be->gemm(be, 0, 1, f.M, f.N, f.K, 1.0f, f.A, f.lda, f.B, f.ldb, 0.0f, c_a, f.ldc);
+    int packs = be->amx->npacks;
+    for (size_t i = 0; i < nb; i++) f.B[i] *= 2;
+    be->gemm(be, 0, 1, f.M, f.N, f.K, 1.0f, f.A, f.lda, f.B, f.ldb, 0.0f, c_b, f.ldc);
+    int same = memcmp(c_a, c_b, (size_t)f.M * f.ldc * sizeof *c_a) == 0;
+    ok(packs == 1 && be->amx->npacks == 1 && same, "a frozen B is packed once and its pack reused (%d pack(s))",
+       be->amx->npacks);
+    be->frozen_epoch++; /* frozen anew: the doubled weights must be seen */
+    be->gemm(be, 0, 1, f.M, f.N, f.K, 1.0f, f.A, f.lda, f.B, f.ldb, 0.0f, c_b, f.ldc);
+    int doubled = 1;
+    for (int m = 0; m < f.M; m++)
+        for (int n = 0; n < f.N; n++) doubled &= c_b[(size_t)m * f.ldc + n] == 2 * c_a[(size_t)m * f.ldc + n];
+    ok(doubled, "a new freeze epoch drops the old packs: the doubled weights give exactly twice the product");
+    be->frozen_lo = be->frozen_hi = NULL, be->frozen_epoch++;
+    be->gemm(be, 0, 1, f.M, f.N, f.K, 1.0f, f.A, f.lda, f.B, f.ldb, 0.0f, c_a, f.ldc);
+    ok(be->amx->npacks == 0 && memcmp(c_a, c_b, (size_t)f.M * f.ldc * sizeof *c_a) == 0,
+       "thawed: no packs kept, the same product from a fresh packing");
+    free(c_a);
+    free(c_b);
+    release(&f);
     be->destroy(be);
     gpt_amx_ws_free(&ws);
     return done_testing();

@@ -15,6 +15,7 @@
 #include "blas_check.h"
 #include "checkpoint.h"
 #include "config.h"
+#include "half.h"
 #include "model.h"
 #include "model_load.h"
 
@@ -172,10 +173,11 @@ static int random_ckpt(const char *cfgpath, const char *dir)
     return 0;
 }
 
-static int run(const char *model, int B, int P, int G, int reps)
+static int run(const char *model, int B, int P, int G, int reps, const char *prec)
 {
     gpt_err err;
     gpt_backend *be = gpt_backend_cpu();
+    be->gemm_prec = !strcmp(prec, "bf16") ? GPT_GEMM_BF16 : !strcmp(prec, "fp16") ? GPT_GEMM_FP16 : GPT_GEMM_FP32;
     gpt_loaded_model lm = {0};
     gpt_model *m;
     size_t len = strlen(model);
@@ -190,6 +192,7 @@ static int run(const char *model, int B, int P, int G, int reps)
         m = lm.model;
     }
     t_load = omp_get_wtime() - t_load;
+    gpt_model_freeze(m, 1); /* as gpt-generate: bf16 weight packs are made once, in the first prefill */
     const gpt_model_config *c = gpt_model_config_of(m);
     int V = c->vocab_size;
     int *tok = malloc((size_t)B * (P > 1 ? P : 1) * sizeof *tok), *seq = malloc((size_t)B * GPT_KV_CHUNK * sizeof *seq);
@@ -255,10 +258,10 @@ static int run(const char *model, int B, int P, int G, int reps)
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
-    if (argc == 7 && strcmp(argv[1], "run") == 0)
-        return run(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "run") == 0)
+        return run(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), argc == 8 ? argv[7] : "fp32");
     if (argc == 4 && strcmp(argv[1], "bandwidth") == 0) return bandwidth((size_t)atol(argv[2]), atoi(argv[3]));
     if (argc == 4 && strcmp(argv[1], "random-ckpt") == 0) return random_ckpt(argv[2], argv[3]);
-    fprintf(stderr, "usage: bench-generate run MODEL B PROMPT NEW REPS | bandwidth MIB REPS | random-ckpt CONFIG DIR\n");
+    fprintf(stderr, "usage: bench-generate run MODEL B PROMPT NEW REPS [fp32|bf16|fp16] | bandwidth MIB REPS | random-ckpt CONFIG DIR\n");
     return 2;
 }
