@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "error.h"
 #include "gemm_amx.h"
+#include "gemm_small.h"
 #include "half.h"
 #include "kv_quant.h"
 #include "mxfp4.h"
@@ -238,6 +239,13 @@ static void cpu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, real 
             GPT_CPU_GEMV(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
         return;
     }
+#ifndef GPT_CPU_FD_TEST
+    if (!ta && M <= GPT_GEMM_SMALL_MAX_M && gpt_gemm_small_available()) {
+        /* A few rows (decoding a batch): stream the weight once instead of packing it. */
+        gpt_gemm_small(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
     GPT_CPU_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
                 B, ldb, beta, C, ldc);
 }

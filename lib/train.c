@@ -379,6 +379,13 @@ int gpt_trainer_init(gpt_trainer *tr, const gpt_train_opts *o, const gpt_model_c
      * sums; parameters, gradients and AdamW stay fp32 (the master copies). */
     tr->be->gemm_prec = to->precision == GPT_PREC_BF16 ? GPT_GEMM_BF16
                         : to->precision == GPT_PREC_FP16 ? GPT_GEMM_FP16 : GPT_GEMM_FP32;
+    /* On the CPU only bf16 with AMX is faster than fp32; say which one this run gets, once. */
+    if (strcmp(tr->be->name, "cpu") == 0 && tr->be->gemm_prec != GPT_GEMM_FP32 && comm->rank == 0 && !to->quiet)
+        fprintf(stderr, "gpt-train: %s GEMMs %s\n", tr->be->gemm_prec == GPT_GEMM_BF16 ? "bf16" : "fp16",
+                tr->be->gemm_prec == GPT_GEMM_BF16 && tr->be->amx
+                    ? "run on AMX tiles"
+                    : "are emulated on this CPU (rounded fp32 copies: mixed precision's numbers, not its speed; "
+                      "bf16 on a CPU with AMX-BF16 is fast)");
     if (!tr->be->adamw || !tr->be->sumsq) {
         gpt_errf(err, "the %s backend has no optimizer ops (adamw, sumsq); train with --device cpu", tr->be->name);
         goto fail;
