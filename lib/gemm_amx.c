@@ -7,9 +7,11 @@
  * thread: results do not depend on the thread count) and is written out once, edges clipped.
  *
  * Blocking: op(B) is packed whole (shared by the threads); a work item is up to mc x 8 blocks of
- * C, and the thread that takes it packs the item's A panel (mc 32-row blocks x K, mc chosen to keep
- * it near 512 KB) into its own space, where it stays in the core's L2 while the item sweeps its B
- * panels. Consecutive items share their A panel, so each thread packs each panel once. */
+ * C, and the thread that takes it packs the item's A panel (mc 32-row blocks x K) into its own
+ * space. The item runs over K in chunks of 4096 (mc is chosen so that the A panel's chunk is near
+ * 512 KB and stays in the core's L2 while the item sweeps its B panels' chunks), keeping its sums
+ * in memory between chunks. Consecutive items share their A panel, so each thread packs each
+ * panel once. */
 #include "gemm_amx.h"
 
 #include <stdint.h>
@@ -149,16 +151,24 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-/* One 32 x 32 block of op(A) op(B) over all of K into out (32 x 32 floats): tiles 0-3 hold C,
- * 4-5 the two 16-row halves of A, 6-7 the two 16-column halves of B. */
+/* One 32 x 32 block of op(A) op(B) over nkb k-tiles into out (32 x 32 floats), which holds the
+ * sum so far unless first: tiles 0-3 hold C, 4-5 the two 16-row halves of A, 6-7 the two
+ * 16-column halves of B. */
 __attribute__((target("amx-tile,amx-bf16"))) static void block_32x32(const uint16_t *a0, const uint16_t *a1,
                                                                      const uint16_t *b0, const uint16_t *b1,
-                                                                     int nkb, float *out)
+                                                                     int nkb, float *out, int first)
 {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, out, 128);
+        _tile_loadd(1, out + 16, 128);
+        _tile_loadd(2, out + 16 * 32, 128);
+        _tile_loadd(3, out + 16 * 32 + 16, 128);
+    }
     for (int kb = 0; kb < nkb; kb++) {
         size_t o = (size_t)kb * TILE_ELEMS;
         _tile_loadd(4, a0 + o, 64);
@@ -178,10 +188,16 @@ __attribute__((target("amx-tile,amx-bf16"))) static void block_32x32(const uint1
 
 /* Rows 0-15 only: tiles 0-1 hold C, 4 the A rows, 6-7 the two halves of B. */
 __attribute__((target("amx-tile,amx-bf16"))) static void block_16x32(const uint16_t *a0, const uint16_t *b0,
-                                                                     const uint16_t *b1, int nkb, float *out)
+                                                                     const uint16_t *b1, int nkb, float *out,
+                                                                     int first)
 {
-    _tile_zero(0);
-    _tile_zero(1);
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+    } else {
+        _tile_loadd(0, out, 128);
+        _tile_loadd(1, out + 16, 128);
+    }
     for (int kb = 0; kb < nkb; kb++) {
         size_t o = (size_t)kb * TILE_ELEMS;
         /* Few rows: B streams from memory with little work per byte, and the hardware prefetchers
@@ -299,7 +315,12 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
     int nkb = K > 0 ? (K + 31) / 32 : 1;
     int nmi = (M + 31) / 32, nnj = (N + 31) / 32; /* 32 x 32 blocks of C */
     size_t blk = (size_t)2 * nkb * TILE_ELEMS;    /* bf16 values of a 32-row (or -column) panel */
-    int mc = (int)((512u << 10) / (blk * 2));     /* A blocks per work item: ~512 KB, in L2 */
+    /* K in chunks of up to KC k-tiles (4096 values): a chunk of an A block (128 KB) and of a B
+     * block stay in L2 while the item sweeps them; the sums wait in memory between chunks (the
+     * order of each sum stays fixed). mc A blocks per item: ~512 KB of A chunks. */
+    enum { KC = 128 };
+    int kc = nkb < KC ? nkb : KC;
+    int mc = (int)((512u << 10) / ((size_t)2 * kc * TILE_ELEMS * 2));
     mc = mc < 1 ? 1 : mc > 16 ? 16 : mc;
     int nthr = omp_get_max_threads(), nim = (nmi + mc - 1) / mc;
     /* up to 8 B panels per item, fewer when there are few row blocks (decoding: one), so that
@@ -312,7 +333,8 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
     if (!ws) ws = &tmp;
     int frozen = ws->frozen_lo && (const void *)B >= ws->frozen_lo && (const void *)B < ws->frozen_hi;
     size_t bsize = frozen ? 0 : (size_t)nnj * blk, asize = (size_t)mc * blk;
-    uint16_t *space = ws_reserve(ws, (bsize + (size_t)nthr * asize) * sizeof(uint16_t));
+    size_t osize = (size_t)mc * nc * 32 * 32 * 2; /* the item's sums, as bf16-sized units */
+    uint16_t *space = ws_reserve(ws, (bsize + (size_t)nthr * (asize + osize)) * sizeof(uint16_t));
     const uint16_t *bp = space;
     if (frozen)
         bp = frozen_pack(ws, tb, B, ldb, K, N, nnj, nkb);
@@ -321,9 +343,9 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
 
 #pragma omp parallel num_threads(nthr)
     {
-        uint16_t *ap = space + bsize + (size_t)omp_get_thread_num() * asize;
-        float out[32 * 32] __attribute__((aligned(64)));
-        int have = -1; /* the A panel in ap */
+        uint16_t *ap = space + bsize + (size_t)omp_get_thread_num() * (asize + osize);
+        float *sums = (float *)(ap + asize); /* block (i, j) of the item at ((j - j0) mc + i - i0) 1024 */
+        int have = -1;                       /* the A panel in ap */
         tiles_on();
 #pragma omp for schedule(static)
         for (int item = 0; item < nim * nin; item++) {
@@ -334,14 +356,23 @@ void gpt_gemm_bf16_amx(gpt_amx_ws *ws, int ta, int tb, int M, int N, int K, floa
                 pack_a_panel(ta, A, lda, M, K, 2 * i0, 2 * (i1 - i0), nkb, ap);
                 have = im;
             }
+            for (int k0 = 0; k0 < nkb; k0 += kc) {
+                int nk = nkb - k0 < kc ? nkb - k0 : kc;
+                size_t ko = (size_t)k0 * TILE_ELEMS;
+                for (int j = j0; j < j1; j++)
+                    for (int i = i0; i < i1; i++) {
+                        const uint16_t *a0 = ap + (size_t)(i - i0) * blk + ko, *b0 = bp + (size_t)j * blk + ko;
+                        float *out = sums + ((size_t)(j - j0) * mc + (i - i0)) * 1024;
+                        if (M - i * 32 <= 16) /* half the tile work: up to 16 rows (decoding) */
+                            block_16x32(a0, b0, b0 + blk / 2, nk, out, k0 == 0);
+                        else
+                            block_32x32(a0, a0 + blk / 2, b0, b0 + blk / 2, nk, out, k0 == 0);
+                    }
+            }
             for (int j = j0; j < j1; j++)
                 for (int i = i0; i < i1; i++) {
-                    const uint16_t *a0 = ap + (size_t)(i - i0) * blk, *b0 = bp + (size_t)j * blk;
+                    const float *out = sums + ((size_t)(j - j0) * mc + (i - i0)) * 1024;
                     int rows = M - i * 32 < 32 ? M - i * 32 : 32, cols = N - j * 32 < 32 ? N - j * 32 : 32;
-                    if (rows <= 16) /* half the tile work: a batch of up to 16 rows (decoding) */
-                        block_16x32(a0, b0, b0 + blk / 2, nkb, out);
-                    else
-                        block_32x32(a0, a0 + blk / 2, b0, b0 + blk / 2, nkb, out);
                     for (int r = 0; r < rows; r++) {
                         float *c = C + (size_t)(i * 32 + r) * ldc + j * 32;
                         const float *ov = out + r * 32;
