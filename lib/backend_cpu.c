@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "attn_gemm.h"
 #include "gemm_amx.h"
 #include "gemm_small.h"
 #include "half.h"
@@ -501,12 +502,10 @@ static inline int attn_blocks(int T) { return (T + ATT_BQ - 1) / ATT_BQ; }
 /* Keys a block of rows [t0, t1) needs: [klo, t1). */
 static inline int attn_block_lo(int t0, int window) { return attn_lo(t0, window); }
 
-/* S (rows x nk, ld nk) = scale * Q K^T, masked, softmaxed with the sink; writes P into S and the
- * rows' log-sum-exp. q: rows at stride ldq; k: nk keys at stride ldk starting at key klo. */
-static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, const real *k, int ldk, int t0, int rows,
-                             int klo, int nk, int D, int window, real scale, const real *sink)
+/* S (rows x nk, ld nk) holding scale * Q K^T: masked and softmaxed with the sink in place (P),
+ * and the rows' log-sum-exp. Row i is query t0 + i; the block's keys start at key klo. */
+static void attn_block_softmax(real *S, real *lse_out, int t0, int rows, int klo, int nk, int window, const real *sink)
 {
-    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ldq, k, ldk, 0, S, nk);
     for (int i = 0; i < rows; i++) {
         /* row t sees the keys [a, b) of the block's nk (klo <= lo <= t) */
         int t = t0 + i, a = attn_lo(t, window) - klo, b = t - klo + 1;
@@ -520,10 +519,73 @@ static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, con
     }
 }
 
+/* S (rows x nk, ld nk) = scale * Q K^T, masked, softmaxed with the sink; writes P into S and the
+ * rows' log-sum-exp. q: rows at stride ldq; k: nk keys at stride ldk starting at key klo. */
+static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, const real *k, int ldk, int t0, int rows,
+                             int klo, int nk, int D, int window, real scale, const real *sink)
+{
+    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ldq, k, ldk, 0, S, nk);
+    attn_block_softmax(S, lse_out, t0, rows, klo, nk, window, sink);
+}
+
+#ifndef GPT_CPU_FD_TEST
+#define ATT_LDT(T) ((T) + 16)
+
+/* One head's keys or values (T rows at stride ld) copied out: transposed (D x T, the nt kernel's
+ * operand) or as contiguous rows (T x D). Once per head instead of once per query block, and
+ * contiguous where the rows of qkv are pages apart. */
+static void attn_pack(float *dst, const float *src, int ld, int T, int D, int transpose)
+{
+    if (transpose) /* rows of ATT_LDT(T): a multiple of 4 KB would put every row in one L1 set */
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < D; d++) dst[(size_t)d * ATT_LDT(T) + t] = src[(size_t)t * ld + d];
+    else
+        for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * D, src + (size_t)t * ld, (size_t)D * sizeof *dst);
+}
+
+/* cpu_attn_fwd with attn_gemm's kernels (D a multiple of 16 up to 64): the same blocks, sums in
+ * the same association per element (one fixed order), products in registers. */
+static void attn_fwd_tiles(float *out, float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV,
+                           int D, int window, float scale)
+{
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
+#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
+    {
+        float *S = malloc((size_t)ATT_BQ * T * sizeof *S), *kt = malloc((size_t)D * ATT_LDT(T) * sizeof *kt),
+              *vr = malloc((size_t)T * D * sizeof *vr);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / grp;
+                const float *base = qkv + (size_t)b * T * ld;
+                attn_pack(kt, base + (size_t)(H + kh) * D, ld, T, D, 1);      // K^T (D, T)
+                attn_pack(vr, base + (size_t)(H + KV + kh) * D, ld, T, D, 0); // V (T, D)
+                for (int blk = 0; blk < nb; blk++) {
+                    int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+                    int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
+                    const float *q = base + (size_t)t0 * ld + (size_t)h * D;
+                    gpt_attn_gemm_nt(rows, nk, D, scale, q, ld, kt + klo, ATT_LDT(T), S, nk); // S = scale Q K^T
+                    attn_block_softmax(S, lse + ((size_t)b * H + h) * T + t0, t0, rows, klo, nk, window,
+                                       sinks ? &sinks[h] : NULL);
+                    float *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                    gpt_attn_gemm_nn(rows, nk, D, S, nk, 1, vr + (size_t)klo * D, D, 0, o, H * D); // O = P V
+                }
+            }
+        free(S), free(kt), free(vr);
+    }
+}
+#endif
+
 static void cpu_attn_fwd(gpt_backend *be, real *out, real *lse, const real *qkv, const real *sinks, int B, int T,
                          int H, int KV, int D, int window, real scale)
 {
     (void)be;
+#ifndef GPT_CPU_FD_TEST
+    if (gpt_attn_gemm_ok(D)) {
+        attn_fwd_tiles(out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
+        return;
+    }
+#endif
     int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
 #pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
@@ -547,11 +609,85 @@ static void cpu_attn_fwd(gpt_backend *be, real *out, real *lse, const real *qkv,
     }
 }
 
+#ifndef GPT_CPU_FD_TEST
+/* cpu_attn_bwd with attn_gemm's kernels: the same blocks, loops and per-element sum order as the
+ * general path (one fixed order each), K and V packed once per (batch, kv head). */
+static void attn_bwd_tiles(float *dqkv, float *dsinks, const float *dout, const float *out, const float *lse,
+                           const float *qkv, const float *sinks, int B, int T, int H, int KV, int D, int window,
+                           float scale)
+{
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
+    memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
+    double *dsink_part = calloc((size_t)B * H, sizeof *dsink_part); /* the row terms cancel: sum in double */
+    /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
+#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
+    {
+        /* P and dS rows at ATT_LDT(nk): dK and dV read their columns */
+        float *P = malloc((size_t)ATT_BQ * ATT_LDT(T) * sizeof *P), *dP = malloc((size_t)ATT_BQ * ATT_LDT(T) * sizeof *dP);
+        float *kt = malloc((size_t)D * ATT_LDT(T) * sizeof *kt), *vt = malloc((size_t)D * ATT_LDT(T) * sizeof *vt),
+              *kr = malloc((size_t)T * D * sizeof *kr);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int kh = 0; kh < KV; kh++) {
+                const float *base = qkv + (size_t)b * T * ld;
+                attn_pack(kt, base + (size_t)(H + kh) * D, ld, T, D, 1);      // K^T (D, T)
+                attn_pack(kr, base + (size_t)(H + kh) * D, ld, T, D, 0);      // K (T, D)
+                attn_pack(vt, base + (size_t)(H + KV + kh) * D, ld, T, D, 1); // V^T (D, T)
+                for (int h = kh * grp; h < (kh + 1) * grp; h++)
+                    for (int blk = 0; blk < nb; blk++) {
+                        int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+                        int klo = attn_block_lo(t0, window), nk = t0 + rows - klo, lp = ATT_LDT(nk);
+                        const float *q = base + (size_t)t0 * ld + (size_t)h * D;
+                        const float *go = dout + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                        const float *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                        float *dq = dqkv + ((size_t)b * T + t0) * ld + (size_t)h * D;
+                        float *dk = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + kh) * D;
+                        float *dv = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + KV + kh) * D;
+                        /* recompute P from the saved log-sum-exp */
+                        const float *lrow = lse + ((size_t)b * H + h) * T + t0;
+                        gpt_attn_gemm_nt(rows, nk, D, scale, q, ld, kt + klo, ATT_LDT(T), P, lp);
+                        for (int i = 0; i < rows; i++) {
+                            int t = t0 + i, a = attn_lo(t, window) - klo, e = t - klo + 1;
+                            float *pr = P + (size_t)i * lp;
+                            for (int j = 0; j < a; j++) pr[j] = 0;
+                            rows_exp_sub(pr + a, e - a, lrow[i]);
+                            for (int j = e; j < nk; j++) pr[j] = 0;
+                        }
+                        gpt_attn_gemm_nt(rows, nk, D, 1, go, H * D, vt + klo, ATT_LDT(T), dP, lp); // dP = dO V^T
+                        for (int i = 0; i < rows; i++) {
+                            /* sum_j P dP = dO . O */
+                            float d = lanes_dot(go + (size_t)i * H * D, o + (size_t)i * H * D, D);
+                            ds_row(dP + (size_t)i * lp, P + (size_t)i * lp, nk, d, scale); // dS
+                            if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - lrow[i]) * d;
+                        }
+                        gpt_attn_gemm_nn(rows, nk, D, dP, lp, 1, kr + (size_t)klo * D, D, 1, dq, ld); // dQ += dS K
+                        gpt_attn_gemm_nn(nk, rows, D, dP, 1, lp, q, ld, 1, dk, ld);                   // dK += dS^T Q
+                        gpt_attn_gemm_nn(nk, rows, D, P, 1, lp, go, H * D, 1, dv, ld);                // dV += P^T dO
+                    }
+            }
+        free(P), free(dP), free(kt), free(vt), free(kr);
+    }
+    if (sinks && dsinks)
+        for (int h = 0; h < H; h++) {
+            double acc = 0;
+            for (int b = 0; b < B; b++) acc += dsink_part[(size_t)b * H + h];
+            dsinks[h] += (float)acc;
+        }
+    free(dsink_part);
+}
+#endif
+
 static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *dout, const real *out,
                          const real *lse, const real *qkv, const real *sinks, int B, int T, int H, int KV, int D,
                          int window, real scale)
 {
     (void)be;
+#ifndef GPT_CPU_FD_TEST
+    if (gpt_attn_gemm_ok(D)) {
+        attn_bwd_tiles(dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
+        return;
+    }
+#endif
     int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
     memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
     double *dsink_part = calloc((size_t)B * H, sizeof *dsink_part); /* the row terms cancel: sum in double */
