@@ -502,14 +502,15 @@ static inline int attn_blocks(int T) { return (T + ATT_BQ - 1) / ATT_BQ; }
 /* Keys a block of rows [t0, t1) needs: [klo, t1). */
 static inline int attn_block_lo(int t0, int window) { return attn_lo(t0, window); }
 
-/* S (rows x nk, ld nk) holding scale * Q K^T: masked and softmaxed with the sink in place (P),
+/* S (rows x nk, ld lds) holding scale * Q K^T: masked and softmaxed with the sink in place (P),
  * and the rows' log-sum-exp. Row i is query t0 + i; the block's keys start at key klo. */
-static void attn_block_softmax(real *S, real *lse_out, int t0, int rows, int klo, int nk, int window, const real *sink)
+static void attn_block_softmax(real *S, int lds, real *lse_out, int t0, int rows, int klo, int nk, int window,
+                               const real *sink)
 {
     for (int i = 0; i < rows; i++) {
         /* row t sees the keys [a, b) of the block's nk (klo <= lo <= t) */
         int t = t0 + i, a = attn_lo(t, window) - klo, b = t - klo + 1;
-        real *srow = S + (size_t)i * nk;
+        real *srow = S + (size_t)i * lds;
         real m = lanes_max(srow + a, b - a, sink ? *sink : -(real)INFINITY);
         real z = (sink ? exp(*sink - m) : 0) + lanes_exp_sum(srow + a, b - a, m);
         for (int j = 0; j < a; j++) srow[j] = 0;
@@ -519,194 +520,157 @@ static void attn_block_softmax(real *S, real *lse_out, int t0, int rows, int klo
     }
 }
 
-/* S (rows x nk, ld nk) = scale * Q K^T, masked, softmaxed with the sink; writes P into S and the
- * rows' log-sum-exp. q: rows at stride ldq; k: nk keys at stride ldk starting at key klo. */
-static void attn_block_probs(real *S, real *lse_out, const real *q, int ldq, const real *k, int ldk, int t0, int rows,
-                             int klo, int nk, int D, int window, real scale, const real *sink)
-{
-    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ldq, k, ldk, 0, S, nk);
-    attn_block_softmax(S, lse_out, t0, rows, klo, nk, window, sink);
-}
+/* Attention's products. With tiles (attn_gemm.h: AVX-512, d_head a multiple of 16 up to 64; never
+ * in the double build) they run on register tiles from copies of the head's keys and values made
+ * once per head (attn_head); else through sgemm on qkv itself. */
+#ifdef GPT_CPU_FD_TEST
+static int attn_tiles_ok(int D) { return (void)D, 0; }
+#else
+static int attn_tiles_ok(int D) { return gpt_attn_gemm_ok(D); }
+#endif
 
-#ifndef GPT_CPU_FD_TEST
-#define ATT_LDT(T) ((T) + 16)
+/* Row stride of the packed transposes and of the score blocks: T, except that a multiple of 4 KB
+ * would put every row in one L1 set (the products read down their columns). */
+static inline int attn_ld(int n, int tiles) { return tiles ? n + 16 : n; }
 
-/* One head's keys or values (T rows at stride ld) copied out: transposed (D x T, the nt kernel's
- * operand) or as contiguous rows (T x D). Once per head instead of once per query block, and
- * contiguous where the rows of qkv are pages apart. */
-static void attn_pack(float *dst, const float *src, int ld, int T, int D, int transpose)
-{
-    if (transpose) /* rows of ATT_LDT(T): a multiple of 4 KB would put every row in one L1 set */
-        for (int t = 0; t < T; t++)
-            for (int d = 0; d < D; d++) dst[(size_t)d * ATT_LDT(T) + t] = src[(size_t)t * ld + d];
-    else
-        for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * D, src + (size_t)t * ld, (size_t)D * sizeof *dst);
-}
+/* One (batch, kv head)'s operands. The keys' and values' rows in qkv (ld apart; those of a big
+ * model are pages apart) and, with tiles, K^T and V^T (D x T, row stride attn_ld(T)) and K and V
+ * as contiguous rows (T x D). */
+typedef struct {
+    const real *k, *v;
+    int ld, tiles;
+    real *kt, *vt, *kr, *vr;
+} attn_head;
 
-/* cpu_attn_fwd with attn_gemm's kernels (D a multiple of 16 up to 64): the same blocks, sums in
- * the same association per element (one fixed order), products in registers. */
-static void attn_fwd_tiles(float *out, float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV,
-                           int D, int window, float scale)
+static void attn_head_pack(attn_head *a, const real *k, const real *v, int ld, int T, int D, int want_vt)
 {
-    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
-#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
-    {
-        float *S = malloc((size_t)ATT_BQ * T * sizeof *S), *kt = malloc((size_t)D * ATT_LDT(T) * sizeof *kt),
-              *vr = malloc((size_t)T * D * sizeof *vr);
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) {
-                int kh = h / grp;
-                const float *base = qkv + (size_t)b * T * ld;
-                attn_pack(kt, base + (size_t)(H + kh) * D, ld, T, D, 1);      // K^T (D, T)
-                attn_pack(vr, base + (size_t)(H + KV + kh) * D, ld, T, D, 0); // V (T, D)
-                for (int blk = 0; blk < nb; blk++) {
-                    int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
-                    int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
-                    const float *q = base + (size_t)t0 * ld + (size_t)h * D;
-                    gpt_attn_gemm_nt(rows, nk, D, scale, q, ld, kt + klo, ATT_LDT(T), S, nk); // S = scale Q K^T
-                    attn_block_softmax(S, lse + ((size_t)b * H + h) * T + t0, t0, rows, klo, nk, window,
-                                       sinks ? &sinks[h] : NULL);
-                    float *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
-                    gpt_attn_gemm_nn(rows, nk, D, S, nk, 1, vr + (size_t)klo * D, D, 0, o, H * D); // O = P V
-                }
-            }
-        free(S), free(kt), free(vr);
+    a->k = k, a->v = v, a->ld = ld;
+    if (!a->tiles) return;
+    int lt = attn_ld(T, 1);
+    for (int t = 0; t < T; t++) {
+        for (int d = 0; d < D; d++) a->kt[(size_t)d * lt + t] = k[(size_t)t * ld + d];
+        if (want_vt)
+            for (int d = 0; d < D; d++) a->vt[(size_t)d * lt + t] = v[(size_t)t * ld + d];
+        memcpy(a->kr + (size_t)t * D, k + (size_t)t * ld, (size_t)D * sizeof *a->kr);
+        memcpy(a->vr + (size_t)t * D, v + (size_t)t * ld, (size_t)D * sizeof *a->vr);
     }
 }
+
+static attn_head attn_head_alloc(int T, int D, int tiles)
+{
+    attn_head a = {0};
+    a.tiles = tiles;
+    if (tiles) {
+        size_t nt = (size_t)D * attn_ld(T, 1), nr = (size_t)T * D;
+        a.kt = malloc(nt * sizeof *a.kt), a.vt = malloc(nt * sizeof *a.vt);
+        a.kr = malloc(nr * sizeof *a.kr), a.vr = malloc(nr * sizeof *a.vr);
+    }
+    return a;
+}
+
+static void attn_head_free(attn_head *a) { free(a->kt), free(a->vt), free(a->kr), free(a->vr); }
+
+/* S (rows x nk, ld lds) = alpha X Y^T for keys [klo, klo + nk): Y the keys (yv 0) or values (1). */
+static void attn_xyt(const attn_head *a, int yv, int rows, int nk, int klo, int D, real alpha, const real *x, int ldx,
+                     real *S, int lds, int T)
+{
+#ifndef GPT_CPU_FD_TEST
+    if (a->tiles) {
+        gpt_attn_gemm_nt(rows, nk, D, alpha, x, ldx, (yv ? a->vt : a->kt) + klo, attn_ld(T, 1), S, lds);
+        return;
+    }
+#else
+    (void)T;
 #endif
+    const real *y = (yv ? a->v : a->k) + (size_t)klo * a->ld;
+    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, alpha, x, ldx, y, a->ld, 0, S, lds);
+}
+
+/* C (rows x D) (beta 0 or 1) += P Y, P (rows x nk, ld lds) over keys [klo, klo + nk). */
+static void attn_py(const attn_head *a, int yv, int rows, int nk, int klo, int D, const real *P, int lds, real beta,
+                    real *C, int ldc)
+{
+#ifndef GPT_CPU_FD_TEST
+    if (a->tiles) {
+        gpt_attn_gemm_nn(rows, nk, D, P, lds, 1, (yv ? a->vr : a->kr) + (size_t)klo * D, D, beta, C, ldc);
+        return;
+    }
+#endif
+    const real *y = (yv ? a->v : a->k) + (size_t)klo * a->ld;
+    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, P, lds, y, a->ld, beta, C, ldc);
+}
+
+/* C (nk x D) += P^T X: P (rows x nk, ld lds), X rows x D (ldx). */
+static void attn_ptx(int tiles, int rows, int nk, int D, const real *P, int lds, const real *x, int ldx, real *C,
+                     int ldc)
+{
+#ifndef GPT_CPU_FD_TEST
+    if (tiles) {
+        gpt_attn_gemm_nn(nk, rows, D, P, 1, lds, x, ldx, 1, C, ldc);
+        return;
+    }
+#else
+    (void)tiles;
+#endif
+    GPT_CPU_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1, P, lds, x, ldx, 1, C, ldc);
+}
 
 static void cpu_attn_fwd(gpt_backend *be, real *out, real *lse, const real *qkv, const real *sinks, int B, int T,
                          int H, int KV, int D, int window, real scale)
 {
     (void)be;
-#ifndef GPT_CPU_FD_TEST
-    if (gpt_attn_gemm_ok(D)) {
-        attn_fwd_tiles(out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
-        return;
-    }
-#endif
-    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T), tiles = attn_tiles_ok(D);
+    /* One thread per (batch, head): it packs the head's keys and values once for all its blocks. */
 #pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
-        real *S = malloc((size_t)ATT_BQ * T * sizeof *S);
-#pragma omp for collapse(3) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                for (int blk = 0; blk < nb; blk++) {
-                    int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ, kh = h / grp;
-                    int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
-                    const real *base = qkv + (size_t)b * T * ld;
-                    const real *q = base + (size_t)t0 * ld + (size_t)h * D;
-                    const real *k = base + (size_t)klo * ld + (size_t)(H + kh) * D;
-                    const real *v = base + (size_t)klo * ld + (size_t)(H + KV + kh) * D;
-                    attn_block_probs(S, lse + ((size_t)b * H + h) * T + t0, q, ld, k, ld, t0, rows, klo, nk, D, window,
-                                     scale, sinks ? &sinks[h] : NULL);
-                    real *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
-                    GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, S, nk, v, ld, 0, o, H * D);
-                }
-        free(S);
-    }
-}
-
-#ifndef GPT_CPU_FD_TEST
-/* cpu_attn_bwd with attn_gemm's kernels: the same blocks, loops and per-element sum order as the
- * general path (one fixed order each), K and V packed once per (batch, kv head). */
-static void attn_bwd_tiles(float *dqkv, float *dsinks, const float *dout, const float *out, const float *lse,
-                           const float *qkv, const float *sinks, int B, int T, int H, int KV, int D, int window,
-                           float scale)
-{
-    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
-    memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
-    double *dsink_part = calloc((size_t)B * H, sizeof *dsink_part); /* the row terms cancel: sum in double */
-    /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
-#pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
-    {
-        /* P and dS rows at ATT_LDT(nk): dK and dV read their columns */
-        float *P = malloc((size_t)ATT_BQ * ATT_LDT(T) * sizeof *P), *dP = malloc((size_t)ATT_BQ * ATT_LDT(T) * sizeof *dP);
-        float *kt = malloc((size_t)D * ATT_LDT(T) * sizeof *kt), *vt = malloc((size_t)D * ATT_LDT(T) * sizeof *vt),
-              *kr = malloc((size_t)T * D * sizeof *kr);
+        real *S = malloc((size_t)ATT_BQ * attn_ld(T, tiles) * sizeof *S);
+        attn_head a = attn_head_alloc(T, D, tiles);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
-            for (int kh = 0; kh < KV; kh++) {
-                const float *base = qkv + (size_t)b * T * ld;
-                attn_pack(kt, base + (size_t)(H + kh) * D, ld, T, D, 1);      // K^T (D, T)
-                attn_pack(kr, base + (size_t)(H + kh) * D, ld, T, D, 0);      // K (T, D)
-                attn_pack(vt, base + (size_t)(H + KV + kh) * D, ld, T, D, 1); // V^T (D, T)
-                for (int h = kh * grp; h < (kh + 1) * grp; h++)
-                    for (int blk = 0; blk < nb; blk++) {
-                        int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
-                        int klo = attn_block_lo(t0, window), nk = t0 + rows - klo, lp = ATT_LDT(nk);
-                        const float *q = base + (size_t)t0 * ld + (size_t)h * D;
-                        const float *go = dout + ((size_t)b * T + t0) * H * D + (size_t)h * D;
-                        const float *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
-                        float *dq = dqkv + ((size_t)b * T + t0) * ld + (size_t)h * D;
-                        float *dk = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + kh) * D;
-                        float *dv = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + KV + kh) * D;
-                        /* recompute P from the saved log-sum-exp */
-                        const float *lrow = lse + ((size_t)b * H + h) * T + t0;
-                        gpt_attn_gemm_nt(rows, nk, D, scale, q, ld, kt + klo, ATT_LDT(T), P, lp);
-                        for (int i = 0; i < rows; i++) {
-                            int t = t0 + i, a = attn_lo(t, window) - klo, e = t - klo + 1;
-                            float *pr = P + (size_t)i * lp;
-                            for (int j = 0; j < a; j++) pr[j] = 0;
-                            rows_exp_sub(pr + a, e - a, lrow[i]);
-                            for (int j = e; j < nk; j++) pr[j] = 0;
-                        }
-                        gpt_attn_gemm_nt(rows, nk, D, 1, go, H * D, vt + klo, ATT_LDT(T), dP, lp); // dP = dO V^T
-                        for (int i = 0; i < rows; i++) {
-                            /* sum_j P dP = dO . O */
-                            float d = lanes_dot(go + (size_t)i * H * D, o + (size_t)i * H * D, D);
-                            ds_row(dP + (size_t)i * lp, P + (size_t)i * lp, nk, d, scale); // dS
-                            if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - lrow[i]) * d;
-                        }
-                        gpt_attn_gemm_nn(rows, nk, D, dP, lp, 1, kr + (size_t)klo * D, D, 1, dq, ld); // dQ += dS K
-                        gpt_attn_gemm_nn(nk, rows, D, dP, 1, lp, q, ld, 1, dk, ld);                   // dK += dS^T Q
-                        gpt_attn_gemm_nn(nk, rows, D, P, 1, lp, go, H * D, 1, dv, ld);                // dV += P^T dO
-                    }
+            for (int h = 0; h < H; h++) {
+                int kh = h / grp;
+                const real *base = qkv + (size_t)b * T * ld;
+                attn_head_pack(&a, base + (size_t)(H + kh) * D, base + (size_t)(H + KV + kh) * D, ld, T, D, 0);
+                for (int blk = 0; blk < nb; blk++) {
+                    int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+                    int klo = attn_block_lo(t0, window), nk = t0 + rows - klo, ls = attn_ld(nk, tiles);
+                    const real *q = base + (size_t)t0 * ld + (size_t)h * D;
+                    attn_xyt(&a, 0, rows, nk, klo, D, scale, q, ld, S, ls, T); // S = scale Q K^T
+                    attn_block_softmax(S, ls, lse + ((size_t)b * H + h) * T + t0, t0, rows, klo, nk, window,
+                                       sinks ? &sinks[h] : NULL);
+                    real *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
+                    attn_py(&a, 1, rows, nk, klo, D, S, ls, 0, o, H * D); // O = P V
+                }
             }
-        free(P), free(dP), free(kt), free(vt), free(kr);
+        free(S);
+        attn_head_free(&a);
     }
-    if (sinks && dsinks)
-        for (int h = 0; h < H; h++) {
-            double acc = 0;
-            for (int b = 0; b < B; b++) acc += dsink_part[(size_t)b * H + h];
-            dsinks[h] += (float)acc;
-        }
-    free(dsink_part);
 }
-#endif
 
 static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *dout, const real *out,
                          const real *lse, const real *qkv, const real *sinks, int B, int T, int H, int KV, int D,
                          int window, real scale)
 {
     (void)be;
-#ifndef GPT_CPU_FD_TEST
-    if (gpt_attn_gemm_ok(D)) {
-        attn_bwd_tiles(dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
-        return;
-    }
-#endif
-    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T);
+    int ld = (H + 2 * KV) * D, grp = H / KV, nb = attn_blocks(T), tiles = attn_tiles_ok(D);
     memset(dqkv, 0, (size_t)B * T * ld * sizeof *dqkv);
     double *dsink_part = calloc((size_t)B * H, sizeof *dsink_part); /* the row terms cancel: sum in double */
     /* One thread owns a (batch, kv head): it alone writes those dK, dV and its heads' dQ. */
 #pragma omp parallel if ((size_t)B * H * T * T * D >= PAR_MIN)
     {
-        real *P = malloc((size_t)ATT_BQ * T * sizeof *P), *dP = malloc((size_t)ATT_BQ * T * sizeof *dP);
-        real *drow = malloc(ATT_BQ * sizeof *drow);
+        size_t blk_sz = (size_t)ATT_BQ * attn_ld(T, tiles);
+        real *P = malloc(blk_sz * sizeof *P), *dP = malloc(blk_sz * sizeof *dP);
+        attn_head a = attn_head_alloc(T, D, tiles);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
-            for (int kh = 0; kh < KV; kh++)
+            for (int kh = 0; kh < KV; kh++) {
+                const real *base = qkv + (size_t)b * T * ld;
+                attn_head_pack(&a, base + (size_t)(H + kh) * D, base + (size_t)(H + KV + kh) * D, ld, T, D, 1);
                 for (int h = kh * grp; h < (kh + 1) * grp; h++)
                     for (int blk = 0; blk < nb; blk++) {
                         int t0 = blk * ATT_BQ, rows = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
-                        int klo = attn_block_lo(t0, window), nk = t0 + rows - klo;
-                        const real *base = qkv + (size_t)b * T * ld;
+                        int klo = attn_block_lo(t0, window), nk = t0 + rows - klo, ls = attn_ld(nk, tiles);
                         const real *q = base + (size_t)t0 * ld + (size_t)h * D;
-                        const real *k = base + (size_t)klo * ld + (size_t)(H + kh) * D;
-                        const real *v = base + (size_t)klo * ld + (size_t)(H + KV + kh) * D;
                         const real *go = dout + ((size_t)b * T + t0) * H * D + (size_t)h * D;
                         const real *o = out + ((size_t)b * T + t0) * H * D + (size_t)h * D;
                         real *dq = dqkv + ((size_t)b * T + t0) * ld + (size_t)h * D;
@@ -714,32 +678,28 @@ static void cpu_attn_bwd(gpt_backend *be, real *dqkv, real *dsinks, const real *
                         real *dv = dqkv + ((size_t)b * T + klo) * ld + (size_t)(H + KV + kh) * D;
                         /* recompute P from the saved log-sum-exp */
                         const real *lrow = lse + ((size_t)b * H + h) * T + t0;
-                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, scale, q, ld, k, ld, 0, P,
-                                     nk);
+                        attn_xyt(&a, 0, rows, nk, klo, D, scale, q, ld, P, ls, T);
                         for (int i = 0; i < rows; i++) {
-                            int t = t0 + i, a = attn_lo(t, window) - klo, e = t - klo + 1;
-                            real *pr = P + (size_t)i * nk;
-                            for (int j = 0; j < a; j++) pr[j] = 0;
-                            rows_exp_sub(pr + a, e - a, lrow[i]);
+                            int t = t0 + i, lo = attn_lo(t, window) - klo, e = t - klo + 1;
+                            real *pr = P + (size_t)i * ls;
+                            for (int j = 0; j < lo; j++) pr[j] = 0;
+                            rows_exp_sub(pr + lo, e - lo, lrow[i]);
                             for (int j = e; j < nk; j++) pr[j] = 0;
                         }
-                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1, go, H * D, v, ld, 0, dP,
-                                     nk);                                              // dP = dO V^T
+                        attn_xyt(&a, 1, rows, nk, klo, D, 1, go, H * D, dP, ls, T); // dP = dO V^T
                         for (int i = 0; i < rows; i++) {
                             /* sum_j P dP = dO . O */
                             real d = lanes_dot(go + (size_t)i * H * D, o + (size_t)i * H * D, D);
-                            drow[i] = d;
-                            ds_row(dP + (size_t)i * nk, P + (size_t)i * nk, nk, d, scale); // dS
+                            ds_row(dP + (size_t)i * ls, P + (size_t)i * ls, nk, d, scale); // dS
                             if (sinks) dsink_part[(size_t)b * H + h] -= exp(sinks[h] - lrow[i]) * d;
                         }
-                        GPT_CPU_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1, dP, nk, k, ld, 1, dq,
-                                     ld);                                              // dQ += dS K
-                        GPT_CPU_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1, dP, nk, q, ld, 1, dk,
-                                     ld);                                              // dK += dS^T Q
-                        GPT_CPU_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, rows, 1, P, nk, go, H * D, 1, dv,
-                                     ld);                                              // dV += P^T dO
+                        attn_py(&a, 0, rows, nk, klo, D, dP, ls, 1, dq, ld);           // dQ += dS K
+                        attn_ptx(tiles, rows, nk, D, dP, ls, q, ld, dk, ld);           // dK += dS^T Q
+                        attn_ptx(tiles, rows, nk, D, P, ls, go, H * D, dv, ld);        // dV += P^T dO
                     }
-        free(P), free(dP), free(drow);
+            }
+        free(P), free(dP);
+        attn_head_free(&a);
     }
     if (sinks && dsinks)
         for (int h = 0; h < H; h++) {

@@ -35,6 +35,15 @@ int gpt_gemm_small_available(void)
 
 #define AVX512 __attribute__((target("avx512f"), optimize("O3")))
 
+/* c[0..3] += a * b0..b3 */
+AVX512 static inline void fma4(__m512 *c, __m512 a, __m512 b0, __m512 b1, __m512 b2, __m512 b3)
+{
+    c[0] = _mm512_fmadd_ps(a, b0, c[0]);
+    c[1] = _mm512_fmadd_ps(a, b1, c[1]);
+    c[2] = _mm512_fmadd_ps(a, b2, c[2]);
+    c[3] = _mm512_fmadd_ps(a, b3, c[3]);
+}
+
 static inline void store_c(float *c, float v, float alpha, float beta)
 {
     *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
@@ -55,10 +64,7 @@ static inline void store_c(float *c, float v, float alpha, float beta)
                    b3 = _mm512_loadu_ps(b + 48);                                                                     \
             for (int r = 0; r < R; r++) {                                                                            \
                 __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);                                                   \
-                c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);                                                           \
-                c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);                                                           \
-                c[r][2] = _mm512_fmadd_ps(a, b2, c[r][2]);                                                           \
-                c[r][3] = _mm512_fmadd_ps(a, b3, c[r][3]);                                                           \
+                fma4(c[r], a, b0, b1, b2, b3);                                                           \
             }                                                                                                        \
         }                                                                                                            \
         for (int r = 0; r < R; r++)                                                                                  \
@@ -109,10 +115,7 @@ typedef void (*nk_fn)(int, const float *, int, const float *, int, float *);
                    b2 = _mm512_loadu_ps(B + 2 * (size_t)ldb + k), b3 = _mm512_loadu_ps(B + 3 * (size_t)ldb + k);    \
             for (int r = 0; r < R; r++) {                                                                            \
                 __m512 a = _mm512_loadu_ps(A + (size_t)r * lda + k);                                                 \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                                       \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                                       \
-                acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);                                                       \
-                acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);                                                       \
+                fma4(acc[r], a, b0, b1, b2, b3);                                                       \
             }                                                                                                        \
         }                                                                                                            \
         if (k < K) {                                                                                                 \
@@ -122,10 +125,7 @@ typedef void (*nk_fn)(int, const float *, int, const float *, int, float *);
                    b3 = _mm512_maskz_loadu_ps(mk, B + 3 * (size_t)ldb + k);                                          \
             for (int r = 0; r < R; r++) {                                                                            \
                 __m512 a = _mm512_maskz_loadu_ps(mk, A + (size_t)r * lda + k);                                       \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                                       \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                                       \
-                acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);                                                       \
-                acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);                                                       \
+                fma4(acc[r], a, b0, b1, b2, b3);                                                       \
             }                                                                                                        \
         }                                                                                                            \
         for (int r = 0; r < R; r++)                                                                                  \

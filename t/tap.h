@@ -53,6 +53,15 @@ __attribute__((format(printf, 2, 3))) static inline int ok(int cond, const char 
             diag("got '%s', want '%s'", g_ ? g_ : "(null)", w_ ? w_ : "(null)"); \
     } while (0)
 
+/* A uniform float in [-1, 1) from a xorshift64 state (each test seeds its own). */
+static inline float tap_frand(unsigned long long *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (float)((*state >> 11) * 0x1p-53 * 2.0 - 1.0);
+}
+
 static inline void skip_all(const char *reason)
 {
     printf("1..0 # SKIP %s\n", reason);

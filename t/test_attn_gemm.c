@@ -10,13 +10,7 @@
 #include "tap.h"
 
 static unsigned long long rng = 0x243F6A8885A308D3ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+static float frand(void) { return tap_frand(&rng); }
 
 static double bound(double mag, int K) { return mag * (K + 2) * 0x1p-24 + 1e-30; }
 

@@ -14,13 +14,7 @@
 #include "tap.h"
 
 static unsigned long long rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+static float frand(void) { return tap_frand(&rng); }
 
 typedef struct {
     int M, N, K, ta, tb, lda, ldb, ldc;

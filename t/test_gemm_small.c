@@ -11,13 +11,7 @@
 #include "tap.h"
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * 0x1p-53 * 2.0 - 1.0);
-}
+static float frand(void) { return tap_frand(&rng); }
 
 int main(void)
 {
