@@ -30,6 +30,11 @@ losses() { grep -o '"loss":[0-9.naif-]*' "$1/metrics.jsonl" | cut -d: -f2 | tr '
 "$train" $A -n 8 -q -o "$tmp/fp32" 2>"$tmp/err" && "$train" $A -n 8 -q --precision bf16 -o "$tmp/bf16" 2>>"$tmp/err"
 ok $? "8 steps in fp32 and in bf16"
 diag "$tmp/err"
+"$train" $A -n 1 --precision bf16 -o "$tmp/say1" 2>"$tmp/say1.err" &&
+    GPT_AMX=0 "$train" $A -n 1 --precision bf16 -o "$tmp/say2" 2>"$tmp/say2.err"
+[ $? -eq 0 ] && grep -q "bf16 GEMMs are emulated" "$tmp/say2.err" &&
+    grep -q -E "bf16 GEMMs (run on AMX tiles|are emulated)" "$tmp/say1.err"
+ok $? "gpt-train says whether bf16 runs on AMX tiles or is emulated (GPT_AMX=0: emulated): $(grep -h -o 'bf16 GEMMs [A-Za-z ]*' "$tmp/say1.err" | head -1)"
 echo "# fp32 losses: $(losses "$tmp/fp32")"
 echo "# bf16 losses: $(losses "$tmp/bf16")"
 d=$("$tools/ckpt-maxdiff" "$tmp/fp32" "$tmp/bf16")
