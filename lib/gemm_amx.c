@@ -3,8 +3,8 @@
  * Both operands are first packed into bf16 tiles of 16 rows x 64 bytes: op(A) as 16 rows of 32
  * k-values, op(B) in the pair-interleaved ("VNNI") layout TDPBF16PS takes, 16 k-pairs x 16 columns
  * x 2. Rows and columns are padded to 32 and K to 32 with zeros, so the kernel has no edge cases:
- * each 32 x 32 block of C lives in four accumulator tiles over the whole of K (fixed order, one
- * thread: results do not depend on the thread count) and is written out once, edges clipped.
+ * each 32 x 32 block of C is summed in four accumulator tiles by one thread, K in a fixed order
+ * (results do not depend on the thread count), and written out once, edges clipped.
  *
  * Blocking: op(B) is packed whole (shared by the threads); a work item is up to mc x 8 blocks of
  * C, and the thread that takes it packs the item's A panel (mc 32-row blocks x K) into its own
@@ -14,13 +14,13 @@
  * panel once. */
 #include "gemm_amx.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
-#include <omp.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define GPT_AMX_BUILD 1
