@@ -529,8 +529,8 @@ static int attn_tiles_ok(int D) { return (void)D, 0; }
 static int attn_tiles_ok(int D) { return gpt_attn_gemm_ok(D); }
 #endif
 
-/* Row stride of the packed transposes and of the score blocks: T, except that a multiple of 4 KB
- * would put every row in one L1 set (the products read down their columns). */
+/* Row stride of the packed transposes and of the score blocks for n columns: n + 16 with tiles,
+ * where n a multiple of 1024 would put every row in one L1 set (the kernels read down columns). */
 static inline int attn_ld(int n, int tiles) { return tiles ? n + 16 : n; }
 
 /* One (batch, kv head)'s operands. The keys' and values' rows in qkv (ld apart; those of a big
