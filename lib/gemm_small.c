@@ -1,7 +1,7 @@
 /* gemm_small.c: fp32 GEMMs with a few rows (gemm_small.h), AVX-512.
  *
  * B stored K x N (tb = 0): C rows are sums of B rows scaled by A's entries. A thread takes a
- * range of 64-column chunks; for each block of 8 rows of B and each chunk it loads the chunk's
+ * range of 64-column chunks; for each block of 32 rows of B and each chunk it loads the chunk's
  * values once per row and multiplies them into up to 6 rows' sums held in 24 registers (again,
  * from cache, for the next 6 rows), keeping the sums in memory between blocks.
  * B stored N x K (tb = 1): C entries are dot products of A rows and B rows along k. A thread takes
@@ -86,7 +86,7 @@ static const kn_fn kn_blocks[7] = {NULL, kn_block_1, kn_block_2, kn_block_3, kn_
  * blocks (k in order: the same sum for any split of the chunks). */
 static void kn_range(int M, int ch0, int ch1, int K, const float *A, int lda, const float *B, int ldb, float *acc)
 {
-    enum { KB = 8 };
+    enum { KB = 32 };
     int w = (ch1 - ch0) * 64;
     memset(acc, 0, (size_t)M * w * sizeof *acc);
     for (int k0 = 0; k0 < K; k0 += KB) {
