@@ -278,21 +278,6 @@ static int gather_lines(gpt_comm *w, const gpt_mesh *mesh, sink *o, int holder, 
 /* early exits free the argument arrays (make asan checks leaks) */
 #define EXIT(x) do { int rc_ = (x); free(sets); return rc_; } while (0)
 
-/* Whether any rank of world failed (collective): ranks read different pieces, so one can fail
- * alone; all stop together, and *first is the lowest failing rank (the one that reports). */
-static int any_failed(gpt_comm *world, int failed, int *first)
-{
-    double *f = gpt_xcalloc((size_t)world->size, sizeof *f);
-    gpt_err e2 = {{0}};
-    f[world->rank] = failed;
-    if (world->allreduce_sum_f64(world, f, (size_t)world->size, &e2) < 0) world->abort(world, 1);
-    *first = -1;
-    for (int r = world->size - 1; r >= 0; r--)
-        if (f[r] != 0) *first = r;
-    free(f);
-    return *first >= 0;
-}
-
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
@@ -388,7 +373,7 @@ int main(int argc, char **argv)
     if (tp * pp > 1) /* every rank reads only its piece (stage layers, tp slices) from the files */
         oo.tp = mesh.tp_comm, oo.pp = pp, oo.stage = mesh.pp_rank;
     int bad = gpt_model_open_ex(&lm, model, be, sets, n_sets, &oo, &err) < 0, bad_rank;
-    if (any_failed(world, bad, &bad_rank)) {
+    if (gpt_comm_any_failed(world, bad, &bad_rank)) {
         if (!bad) gpt_model_close(&lm);
         if (world->rank == bad_rank) fprintf(stderr, PROG ": %s\n", err.msg);
         R0 = 0; /* fail_nomodel: said once, above */

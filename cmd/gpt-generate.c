@@ -261,21 +261,6 @@ static void write_json(const options *o, const prompt_in *p, const gpt_gen_req *
 /* early exits free the argument arrays (make asan checks leaks) */
 #define EXIT(x) do { int rc_ = (x); free(o.prompts), free(o.eos), free(o.stop), free(o.sets); return rc_; } while (0)
 
-/* Whether any rank of world failed (collective): ranks read different pieces, so one can fail
- * alone; all stop together, and *first is the lowest failing rank (the one that reports). */
-static int any_failed(gpt_comm *world, int failed, int *first)
-{
-    double *f = gpt_xcalloc((size_t)world->size, sizeof *f);
-    gpt_err e2 = {{0}};
-    f[world->rank] = failed;
-    if (world->allreduce_sum_f64(world, f, (size_t)world->size, &e2) < 0) world->abort(world, 1);
-    *first = -1;
-    for (int r = world->size - 1; r >= 0; r--)
-        if (f[r] != 0) *first = r;
-    free(f);
-    return *first >= 0;
-}
-
 int main(int argc, char **argv)
 {
     gpt_blas_fix_or_warn(argv);
@@ -456,7 +441,7 @@ int main(int argc, char **argv)
     gpt_open_opts oo = {.experts = o.experts};
     if (world) oo.tp = mesh.tp_comm, oo.pp = ppn, oo.stage = mesh.pp_rank;
     int bad = gpt_model_open_ex(&lm, o.model, be, o.sets, o.n_sets, &oo, &err) < 0, first = 0;
-    if (world ? any_failed(world, bad, &first) : bad) {
+    if (world ? gpt_comm_any_failed(world, bad, &first) : bad) {
         if (!world || world->rank == first) fprintf(stderr, PROG ": %s\n", bad ? err.msg : "another rank failed");
         if (!bad) gpt_model_close(&lm);
         be->destroy(be);

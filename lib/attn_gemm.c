@@ -7,6 +7,7 @@
 #include "attn_gemm.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define GPT_ATTN_BUILD 1
@@ -129,12 +130,14 @@ void gpt_attn_gemm_nt(int M, int N, int D, float alpha, const float *A, int lda,
                       int ldc)
 {
     (void)M, (void)N, (void)D, (void)alpha, (void)A, (void)lda, (void)Bt, (void)ldbt, (void)C, (void)ldc;
+    abort(); /* callers ask gpt_attn_gemm_ok() first */
 }
 
 void gpt_attn_gemm_nn(int M, int K, int D, const float *A, int sai, int sak, const float *B, int ldb, float beta,
                       float *C, int ldc)
 {
     (void)M, (void)K, (void)D, (void)A, (void)sai, (void)sak, (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    abort();
 }
 
 #endif

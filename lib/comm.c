@@ -425,3 +425,16 @@ void gpt_comm_free(gpt_comm *c)
 {
     if (c) c->destroy(c);
 }
+
+int gpt_comm_any_failed(gpt_comm *c, int failed, int *first)
+{
+    double *f = gpt_xcalloc((size_t)c->size, sizeof *f);
+    gpt_err e2 = {{0}};
+    f[c->rank] = failed;
+    if (c->allreduce_sum_f64(c, f, (size_t)c->size, &e2) < 0) c->abort(c, 1);
+    *first = -1;
+    for (int r = c->size - 1; r >= 0; r--)
+        if (f[r] != 0) *first = r;
+    free(f);
+    return *first >= 0;
+}

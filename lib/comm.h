@@ -81,5 +81,9 @@ void gpt_comm_close(gpt_comm *c);
 void gpt_comm_free(gpt_comm *c);
 /* Whether MPI support was compiled in. */
 int gpt_comm_have_mpi(void);
+/* Collective: whether any rank passed failed != 0, for errors one rank can meet alone (each reads
+ * its own piece of a file); *first is the lowest failing rank (the one that reports), -1 when none.
+ * A failing all-reduce aborts the job. */
+int gpt_comm_any_failed(gpt_comm *c, int failed, int *first);
 
 #endif

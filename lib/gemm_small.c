@@ -197,6 +197,7 @@ void gpt_gemm_small(int tb, int M, int N, int K, float alpha, const float *A, in
 {
     (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta, (void)C,
         (void)ldc;
+    abort(); /* callers ask gpt_gemm_small_available() first */
 }
 
 #endif
