@@ -25,6 +25,7 @@ extern "C" {
 #include "backend.h"
 #include "error.h"
 #include "half.h"
+#include "sampling.h"
 }
 #include "backend_cuda.h"
 

@@ -15,7 +15,9 @@
 //      the sort needs no stability.
 //   3. pick (one block): probabilities recomputed from the sorted ids with the CPU's formula,
 //      then top-k, top-p, min-p and the draw as in sampling.c, each "first index where" found by
-//      a block-wide prefix sum over tiles of the sorted list.
+//      a block-wide prefix sum over tiles of the sorted list. top-p's threshold has sampling.h's
+//      GPT_TOP_P_SLACK, as on the CPU: with exactly tied probabilities the cumulative mass lands on
+//      the threshold, and the prefix sum's order would otherwise decide how many are kept.
 // The sums run in another order than the CPU's sequential ones and CUDA's exp may differ from
 // glibc's in the last bit: a draw can differ only when u (or top_p's threshold) lies within a
 // few ulps of a boundary of the cumulative distribution.
@@ -154,7 +156,7 @@ __global__ void __launch_bounds__(SMP_T) sample_pick_kernel(int *out, const smp_
     if (a.top_k > 0 && a.top_k < n) n = a.top_k;
     if (a.top_p < 1) {
         double tot = smp_total(n, P, shd);
-        int k = smp_first_prefix(n, P, a.top_p * tot, 0, ts, &first);
+        int k = smp_first_prefix(n, P, a.top_p * tot * (1 - GPT_TOP_P_SLACK), 0, ts, &first);
         if (k < n) n = k + 1;
     }
     if (a.min_p > 0) {

@@ -135,14 +135,16 @@ int gpt_sampler_candidates(gpt_sampler *s, const float *logits, const gpt_cand *
     if (p->top_k > 0 && p->top_k < n) n = p->top_k;
     if (p->top_p < 1) {
         /* the smallest prefix whose mass reaches top_p (HF drops tokens whose ascending
-         * cumulative mass is <= 1 - top_p: the same set up to rounding) */
+         * cumulative mass is <= 1 - top_p: the same set up to rounding); reaching it within
+         * GPT_TOP_P_SLACK counts, so that ties do not hang on the summation order */
         double c = 0, tot = 0;
         for (int i = 0; i < n; i++) tot += s->cand[i].p;
+        const double thr = p->top_p * tot * (1 - GPT_TOP_P_SLACK);
         int k = 0;
         while (k < n) {
             c += s->cand[k].p;
             k++;
-            if (c >= p->top_p * tot) break;
+            if (c >= thr) break;
         }
         n = k;
     }

@@ -16,6 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* top-p counts a prefix as reaching top_p * mass when it is within this relative distance of it.
+ * Tied probabilities put the exact cumulative mass on the threshold (40 equal tokens, top-p 0.95:
+ * 38 of them hold exactly 0.95); without the slack, the last bit of a sum decides, and a sum in
+ * another order (the CUDA sampler's parallel prefix sum) keeps another set. */
+#define GPT_TOP_P_SLACK 1e-9
+
 typedef struct gpt_sampling {
     double temperature;        /* 0: greedy */
     int top_k;                 /* keep the k most likely (0: off) */

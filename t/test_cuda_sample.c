@@ -5,7 +5,9 @@
  * with one finite logit, rows of -inf only or with +inf (the argmax rule); vocabularies of 1000,
  * GPT-2's 50257 and o200k's 201088; filters alone and together, and greedy. A draw whose uniform
  * lies within 1e-9 of a boundary of the CPU's cumulative distribution is not compared (the device
- * sums in another order): such draws are counted and must be rare.
+ * sums in another order): such draws are counted and must be rare among the random uniforms (the
+ * fixed u = 0.9999999 lies in the dense tail of the large vocabularies and is skipped there). Rows
+ * of exactly tied logits put top-p's threshold on a cumulative sum (sampling.h's GPT_TOP_P_SLACK).
  * Then generation: the tiny GPT-2 on the device, sampling on the device against sampling on the
  * host from the same device logits: the same tokens and the same generator state afterwards.
  * Skips without a device. */
@@ -135,7 +137,9 @@ static void check_op(gpt_backend *gpu, int V, const gpt_sample_args *a, const ch
             double margin;
             int want = cpu_pick(&c[r], u[r], &margin);
             if (want >= 0 && margin < 1e-9) {
-                near++;
+                /* u = 0.9999999 lies in the tail, where a row of Gaussian logits over 50k-200k
+                 * tokens has boundaries closer than 1e-9 by construction: skipped, not counted */
+                near += d >= 2;
                 continue;
             }
             want >= 0 ? drawn++ : single++;
@@ -144,9 +148,9 @@ static void check_op(gpt_backend *gpu, int V, const gpt_sample_args *a, const ch
                      name, V, r, r % 9, u[r], o[r], want, c[r].n);
         }
     }
-    ok(bad == 0 && near <= draws * ROWS / 50,
-       "sample %s, V=%d: the cpu sampler's tokens (%d drawn, %d single-candidate rows; %d uniforms within 1e-9 of a "
-       "boundary not compared; %d differ)", name, V, drawn, single, near, bad);
+    ok(bad == 0 && near <= (draws - 2) * ROWS / 50,
+       "sample %s, V=%d: the cpu sampler's tokens (%d drawn, %d single-candidate rows; %d random uniforms within 1e-9 "
+       "of a boundary not compared; %d differ)", name, V, drawn, single, near, bad);
     for (int r = 0; r < ROWS; r++) free(c[r].id), free(c[r].p);
     gpu->free(gpu, xd), gpu->free(gpu, ud), gpu->free(gpu, od);
     free(x);

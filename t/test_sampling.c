@@ -49,6 +49,30 @@ int main(void)
     check("min-p 0.8", P, 4, s, (int[]){1}, (double[]){1}, 1);
     s.min_p = 0, s.top_k = 3, s.top_p = 0.6; /* after top-k: .444 .333 .222; .444 < .6 <= .777 */
     check("top-k 3 then top-p 0.6 (on the renormalized top-k)", P, 4, s, (int[]){1, 3}, (double[]){.4 / .7, .3 / .7}, 2);
+    {
+        /* n exactly tied tokens and top-p = k/n: the first k hold exactly the threshold's mass and
+         * are kept, whatever the last bit of the running sum (sampling.h's GPT_TOP_P_SLACK; without
+         * it, k + 1 are kept in 177 of these 207 cases) */
+        static const int ns[] = {5, 8, 9, 40, 150};
+        int bad = 0, cases = 0;
+        for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+            int n = ns[t], V = n + 5;
+            float *lg = malloc((size_t)V * sizeof *lg);
+            for (int i = 0; i < V; i++) lg[i] = i < 5 ? -3.0f : 0.5f; /* 5 less likely ids first */
+            for (int want = 1; want < n; want++, cases++) {
+                gpt_sampling q = gpt_sampling_defaults();
+                q.temperature = 1, q.top_k = n, q.top_p = (double)want / n;
+                gpt_sampler *smp = gpt_sampler_create(&q, V);
+                const gpt_cand *c;
+                int k = gpt_sampler_candidates(smp, lg, &c);
+                if (k != want || c[0].id != 5 || c[k - 1].id != 5 + k - 1)
+                    if (bad++ < 5) diag("%d tied, top-p %d/%d: kept %d", n, want, n, k);
+                gpt_sampler_free(smp);
+            }
+            free(lg);
+        }
+        ok(!bad, "top-p k/n over n exactly tied tokens keeps k (%d cases, %d wrong)", cases, bad);
+    }
     s = gpt_sampling_defaults();
     s.temperature = 2; /* p^(1/2), normalized */
     double z = sqrt(.1) + sqrt(.4) + sqrt(.2) + sqrt(.3);
