@@ -385,6 +385,8 @@ static void flash_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const 
     if (sinks && dsinks) attn_dsinks_kernel<<<H, 256, 0, st>>>(dsinks, sinkpart, B, H, T);
 }
 
+#include "attn_tc.cuh" // the tensor-core variant (GPT_CUDA_ATTN=tc): after the pre-pass it reuses
+
 // D up to 32 * DC, DC in {1, 2, 4, 8}
 #define FA_DISPATCH(D, fn, ...)               \
     do {                                      \
@@ -395,13 +397,16 @@ static void flash_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const 
     } while (0)
 
 static int use_flash(gpt_backend *be, int D) { return !CTX(be)->attn_simple && fa_supported(D); }
+static int use_tc(gpt_backend *be, int D) { return CTX(be)->attn_tc && tc_supported(D); }
 
 static void cu_attn_fwd(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T,
                         int H, int KV, int D, int window, float scale)
 {
     double t0 = op_begin(be);
     if (B > 0 && H > 0 && T > 0) {
-        if (use_flash(be, D))
+        if (use_tc(be, D))
+            TC_DISPATCH(D, tc_fwd_launch, be, out, lse, qkv, sinks, B, T, H, KV, window, scale);
+        else if (use_flash(be, D))
             FA_DISPATCH(D, flash_fwd_launch, be, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
         else
             attn_fwd_simple(be, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
@@ -415,7 +420,9 @@ static void cu_attn_bwd(gpt_backend *be, float *dqkv, float *dsinks, const float
 {
     double t0 = op_begin(be);
     if (B > 0 && H > 0 && T > 0) {
-        if (use_flash(be, D))
+        if (use_tc(be, D))
+            TC_DISPATCH(D, tc_bwd_launch, be, dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, window, scale);
+        else if (use_flash(be, D))
             FA_DISPATCH(D, flash_bwd_launch, be, dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, D, window,
                         scale);
         else

@@ -308,6 +308,9 @@ static void t_kv_all(int quick)
 }
 
 static const char *attn_kind = "flash";
+/* the attention checks' tolerance: fp32 kernels 1e-5; the tensor-core kernels (GPT_CUDA_ATTN=tc)
+ * round Q, K, V, dO, P and dS to bf16 (8 significant bits, a relative step of 2^-8 = 3.9e-3) */
+static double attn_tol = TOL;
 
 static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sinks)
 {
@@ -324,11 +327,11 @@ static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sink
              with_sinks ? " sinks" : "");
     cpu->attn_fwd(cpu, out.c, lse.c, qkv.c, sc, B, T, H, KV, D, window, scale);
     gpu->attn_fwd(gpu, out.g, lse.g, qkv.g, sg, B, T, H, KV, D, window, scale);
-    snprintf(what, sizeof what, "attn_fwd %s: out", cfg), same(out, TOL, what);
-    snprintf(what, sizeof what, "attn_fwd %s: lse", cfg), same(lse, TOL, what);
+    snprintf(what, sizeof what, "attn_fwd %s: out", cfg), same(out, attn_tol, what);
+    snprintf(what, sizeof what, "attn_fwd %s: lse", cfg), same(lse, attn_tol, what);
     cpu->attn_bwd(cpu, dqkv.c, dsinks.c, dout.c, out.c, lse.c, qkv.c, sc, B, T, H, KV, D, window, scale);
     gpu->attn_bwd(gpu, dqkv.g, dsinks.g, dout.g, out.g, lse.g, qkv.g, sg, B, T, H, KV, D, window, scale);
-    snprintf(what, sizeof what, "attn_bwd %s: dqkv", cfg), same(dqkv, TOL, what);
+    snprintf(what, sizeof what, "attn_bwd %s: dqkv", cfg), same(dqkv, attn_tol, what);
     if (with_sinks) {
         /* dsinks[h] sums B*T row terms -exp(sink - lse) (dO . O) that cancel: two fp32 orders of the
          * same sum differ by rounding relative to the sum of the terms' magnitudes, not to the
@@ -349,8 +352,8 @@ static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sink
             worst = e > worst ? e : worst;
         }
         free(g);
-        ok(worst <= TOL, "attn_bwd %s: dsinks accumulate (max err %.2e relative to the terms' magnitude, target %.0e)",
-           cfg, worst, TOL);
+        ok(worst <= attn_tol, "attn_bwd %s: dsinks accumulate (max err %.2e relative to the terms' magnitude, target %.0e)",
+           cfg, worst, attn_tol);
     }
     free(dsinks0);
     ffree(qkv), ffree(sinks), ffree(out), ffree(lse), ffree(dout), ffree(dqkv), ffree(dsinks);
@@ -741,6 +744,12 @@ int main(void)
     if (!ok(simple != NULL, "GPT_CUDA_ATTN=simple gives a backend")) diag("%s", err.msg);
     gpt_backend *bf16 = cuda_with("GPT_CUDA_GEMM", "bf16", &err);
     if (!ok(bf16 != NULL, "GPT_CUDA_GEMM=bf16 gives a backend")) diag("%s", err.msg);
+    gpt_backend *tc = cuda_with("GPT_CUDA_ATTN", "tc", &err);
+    if (!ok(tc != NULL, "GPT_CUDA_ATTN=tc gives a backend")) diag("%s", err.msg);
+    setenv("GPT_CUDA_GEMM", "bf16", 1);
+    gpt_backend *bf16tc = cuda_with("GPT_CUDA_ATTN", "tc", &err); /* mixed precision: bf16 GEMMs and attention */
+    unsetenv("GPT_CUDA_GEMM");
+    if (!ok(bf16tc != NULL, "GPT_CUDA_GEMM=bf16 GPT_CUDA_ATTN=tc gives a backend")) diag("%s", err.msg);
     gpt_backend *bad = cuda_with("GPT_CUDA_GEMM", "fp8", &err);
     ok(!bad && strstr(err.msg, "GPT_CUDA_GEMM"), "GPT_CUDA_GEMM=fp8 is refused: %s", bad ? "(accepted)" : err.msg);
     if (bad) bad->destroy(bad);
@@ -751,11 +760,15 @@ int main(void)
     t_rope();
     t_rope_pos();
     t_kv_all(quick);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {
         gpt_backend *keep = gpu;
         if (pass == 1) {
-            if (!simple) break;
+            if (!simple) continue;
             gpu = simple, attn_kind = "simple";
+        }
+        if (pass == 2) { /* head sizes 16, 32, 64, 96, 128 on the tensor cores; 6 and 256 hand over to flash */
+            if (!tc) continue;
+            gpu = tc, attn_kind = "tc", attn_tol = 2e-2;
         }
         t_attn(2, 64, 4, 2, 32, 0, 0);
         t_attn(2, 64, 4, 2, 32, 16, 1);
@@ -769,7 +782,7 @@ int main(void)
             t_attn(2, 300, 2, 1, 256, 0, 1);
             t_attn(1, 513, 3, 1, 96, 200, 1);
         }
-        gpu = keep, attn_kind = "flash";
+        gpu = keep, attn_kind = "flash", attn_tol = TOL;
     }
     t_act();
     t_moe();
@@ -798,8 +811,17 @@ int main(void)
         }
         gpu = keep;
     }
+    if (bf16tc && !quick) { /* the same bounds with the attention products in bf16 too */
+        gpt_backend *keep = gpu;
+        gpu = bf16tc;
+        check_model("tiny-gpt2", "bf16 gemm, tc attention", 1e-2, 1e-1);
+        check_model("tiny-gpt-oss", "bf16 gemm, tc attention", 1e-2, 1e-1);
+        gpu = keep;
+    }
     if (simple) simple->destroy(simple);
     if (bf16) bf16->destroy(bf16);
+    if (tc) tc->destroy(tc);
+    if (bf16tc) bf16tc->destroy(bf16tc);
     cpu->destroy(cpu);
     gpu->destroy(gpu);
     return done_testing();
