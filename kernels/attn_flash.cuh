@@ -397,14 +397,18 @@ static void flash_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const 
     } while (0)
 
 static int use_flash(gpt_backend *be, int D) { return !CTX(be)->attn_simple && fa_supported(D); }
-static int use_tc(gpt_backend *be, int D) { return CTX(be)->attn_tc && tc_supported(D); }
+// the tensor-core kernels read rows as float4: every row start must be 16-byte aligned
+static int use_tc(gpt_backend *be, int D, const void *a, const void *b)
+{
+    return CTX(be)->attn_tc && tc_supported(D) && ((uintptr_t)a | (uintptr_t)b) % 16 == 0;
+}
 
 static void cu_attn_fwd(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T,
                         int H, int KV, int D, int window, float scale)
 {
     double t0 = op_begin(be);
     if (B > 0 && H > 0 && T > 0) {
-        if (use_tc(be, D))
+        if (use_tc(be, D, qkv, qkv))
             TC_DISPATCH(D, tc_fwd_launch, be, out, lse, qkv, sinks, B, T, H, KV, window, scale);
         else if (use_flash(be, D))
             FA_DISPATCH(D, flash_fwd_launch, be, out, lse, qkv, sinks, B, T, H, KV, D, window, scale);
@@ -420,7 +424,7 @@ static void cu_attn_bwd(gpt_backend *be, float *dqkv, float *dsinks, const float
 {
     double t0 = op_begin(be);
     if (B > 0 && H > 0 && T > 0) {
-        if (use_tc(be, D))
+        if (use_tc(be, D, qkv, dout))
             TC_DISPATCH(D, tc_bwd_launch, be, dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, window, scale);
         else if (use_flash(be, D))
             FA_DISPATCH(D, flash_bwd_launch, be, dqkv, dsinks, dout, out, lse, qkv, sinks, B, T, H, KV, D, window,

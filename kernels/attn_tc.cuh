@@ -41,16 +41,41 @@ template <int D> struct tc_dims {
     static constexpr size_t q = 4 * tile + TC_WARPS * (2 * wS + wP);
 };
 
-// rows [r0, r0 + 64) of one head (D floats at src + row * ld) into bf16 rows of stride sld,
-// rounded to nearest; rows at or past `end` read as zeros
-template <int D>
-__device__ __forceinline__ void tc_load(tc_bf16 *dst, int sld, const float *src, size_t ld, int r0, int end)
-{
-    for (int e = threadIdx.x; e < TC_TILE * D; e += blockDim.x) {
-        int r = e / D, d = e - r * D;
-        dst[r * sld + d] = __float2bfloat16(r0 + r < end ? src[(size_t)(r0 + r) * ld + d] : 0.0f);
+// A 64-row tile of one head (rows r0.. of D floats at src + row * ld; rows at or past `end` read
+// as zeros) held in registers, a float4 per thread per step: fetched one tile ahead, so that its
+// global loads are in flight while the block works on the tile before (without this the kernels
+// wait on memory at every tile). store() rounds it to bf16 rows of stride DP in shared memory.
+// The launchers check that the rows are 16-byte aligned.
+template <int D> struct tc_regs {
+    static constexpr int N = TC_TILE * D / 4 / TC_THREADS;
+    float4 v[N];
+    __device__ __forceinline__ void fetch(const float *src, size_t ld, int r0, int end)
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            int e = threadIdx.x + i * TC_THREADS, r = e / (D / 4), d = (e - r * (D / 4)) * 4;
+            v[i] = r0 + r < end ? __ldg(reinterpret_cast<const float4 *>(src + (size_t)(r0 + r) * ld + d))
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
     }
-}
+    __device__ __forceinline__ void store(tc_bf16 *dst) const
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            int e = threadIdx.x + i * TC_THREADS, r = e / (D / 4), d = (e - r * (D / 4)) * 4;
+            __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x, v[i].y), hi = __floats2bfloat162_rn(v[i].z, v[i].w);
+            uint2 u;
+            u.x = *reinterpret_cast<const unsigned *>(&lo);
+            u.y = *reinterpret_cast<const unsigned *>(&hi);
+            *reinterpret_cast<uint2 *>(dst + r * tc_dims<D>::DP + d) = u;
+        }
+    }
+};
+
+// The j-th of the 32 columns (of 64) that lane 2r + h works on in row r: every other column,
+// rotated by one for rows 8..15, so that the 32 lanes hit 32 distinct banks of the fp32 tiles
+// (stride 68) at each step j.
+__device__ __forceinline__ int tc_col(int j, int r, int h) { return 2 * ((j + (r >> 3)) & 31) + h; }
 
 // C (16 x 64, fp32, stride SP) = A (16 x D rows of a) B^T, B's 64 rows of D at b: scores or dP
 template <int D>
@@ -131,27 +156,42 @@ __global__ void __launch_bounds__(TC_THREADS) tc_fwd_kernel(float *out, float *l
     float *O = (float *)(w + Z::wS + Z::wP);      // 16 x D unnormalized output
     int t0 = blockIdx.x * TC_TILE, h = blockIdx.y, b = blockIdx.z;
     int ld = (H + 2 * KV) * D, kh = h / (H / KV);
-    const float *base = qkv + (size_t)b * T * ld;
+    const float *base = qkv + (size_t)b * T * ld, *Kg = base + (size_t)(H + kh) * D, *Vg = base + (size_t)(H + KV + kh) * D;
     int tlast = min(T - 1, t0 + TC_TILE - 1), klo = attn_lo(t0, window);
-    tc_load<D>(Qs, DP, base + (size_t)h * D, ld, t0, T);
+    tc_regs<D> kr, vr;
+    kr.fetch(base + (size_t)h * D, ld, t0, T);
+    kr.store(Qs);
+    constexpr bool PF = D <= 64; // prefetching takes 2 tiles of registers: only for the smaller heads
+    if (PF) {
+        kr.fetch(Kg, ld, klo, tlast + 1);
+        vr.fetch(Vg, ld, klo, tlast + 1);
+    }
     for (int i = lane; i < 16 * OP; i += 32) O[i] = 0;
-    int r = lane >> 1, c0 = (lane & 1) * 32; // this lane's row and first column
+    int r = lane >> 1, hf = lane & 1; // this lane's row, and which of its columns (tc_col)
     int t = t0 + warp * 16 + r, tlo = attn_lo(t, window);
     float sink = sinks ? sinks[h] : -INFINITY;
     float m = sink, l = 0; // l: this lane's half of the row's sum
     for (int k0 = klo; k0 <= tlast; k0 += TC_TILE) {
-        __syncthreads(); // the previous K, V tiles are consumed (first pass: Q is loaded)
-        tc_load<D>(Ks, DP, base + (size_t)(H + kh) * D, ld, k0, tlast + 1);
-        tc_load<D>(Vs, DP, base + (size_t)(H + KV + kh) * D, ld, k0, tlast + 1);
+        __syncthreads(); // the previous K, V tiles are consumed
+        if (!PF) {
+            kr.fetch(Kg, ld, k0, tlast + 1);
+            vr.fetch(Vg, ld, k0, tlast + 1);
+        }
+        kr.store(Ks);
+        vr.store(Vs);
         __syncthreads();
+        if (PF && k0 + TC_TILE <= tlast) { // the next tile's loads overlap this tile's work
+            kr.fetch(Kg, ld, k0 + TC_TILE, tlast + 1);
+            vr.fetch(Vg, ld, k0 + TC_TILE, tlast + 1);
+        }
         tc_abt<D>(S, Qs + warp * 16 * DP, Ks); // (16, 64)
         __syncwarp();
         float mx = -INFINITY;
 #pragma unroll 8
         for (int j = 0; j < 32; j++) {
-            int key = k0 + c0 + j;
-            float s = t < T && key <= t && key >= tlo ? S[r * SP + c0 + j] * scale : -INFINITY;
-            S[r * SP + c0 + j] = s;
+            int c = tc_col(j, r, hf), key = k0 + c;
+            float s = t < T && key <= t && key >= tlo ? S[r * SP + c] * scale : -INFINITY;
+            S[r * SP + c] = s;
             mx = fmaxf(mx, s);
         }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -160,16 +200,17 @@ __global__ void __launch_bounds__(TC_THREADS) tc_fwd_kernel(float *out, float *l
             corr = expf(m - mn);
 #pragma unroll 8
             for (int j = 0; j < 32; j++) {
-                float p = expf(S[r * SP + c0 + j] - mn);
-                P[r * PP + c0 + j] = __float2bfloat16(p);
+                int c = tc_col(j, r, hf);
+                float p = expf(S[r * SP + c] - mn);
+                P[r * PP + c] = __float2bfloat16(p);
                 ps += p;
             }
         } else {
-            for (int j = 0; j < 32; j++) P[r * PP + c0 + j] = __float2bfloat16(0.0f);
+            for (int j = 0; j < 32; j++) P[r * PP + tc_col(j, r, hf)] = __float2bfloat16(0.0f);
         }
         m = mn;
         l = l * corr + ps;
-        for (int d = lane & 1; d < D; d += 2) O[r * OP + d] *= corr;
+        for (int d = hf; d < D; d += 2) O[r * OP + d] *= corr;
         __syncwarp();
 #pragma unroll
         for (int n = 0; n < D / 16; n++) { // O (16, D) += P (16, 64) V (64, D)
@@ -191,8 +232,8 @@ __global__ void __launch_bounds__(TC_THREADS) tc_fwd_kernel(float *out, float *l
     if (sinks) z += expf(sink - m);
     if (t < T) {
         float inv = 1.0f / z, *o = out + ((size_t)b * T + t) * H * D + (size_t)h * D;
-        for (int d = lane & 1; d < D; d += 2) o[d] = O[r * OP + d] * inv;
-        if (!(lane & 1)) lse[((size_t)b * H + h) * T + t] = m + logf(z);
+        for (int d = hf; d < D; d += 2) o[d] = O[r * OP + d] * inv;
+        if (!hf) lse[((size_t)b * H + h) * T + t] = m + logf(z);
     }
 }
 
@@ -215,42 +256,59 @@ __global__ void __launch_bounds__(TC_THREADS) tc_bwd_kv_kernel(float *dqkv, cons
     tc_bf16 *Pb = (tc_bf16 *)(w + 2 * Z::wS), *Sb = (tc_bf16 *)(w + 2 * Z::wS + Z::wP);
     int k0 = blockIdx.x * TC_TILE, kh = blockIdx.y, b = blockIdx.z;
     int ld = (H + 2 * KV) * D, grp = H / KV, HD = H * D;
-    const float *base = qkv + (size_t)b * T * ld;
-    tc_load<D>(Ks, DP, base + (size_t)(H + kh) * D, ld, k0, T);
-    tc_load<D>(Vs, DP, base + (size_t)(H + KV + kh) * D, ld, k0, T);
+    const float *base = qkv + (size_t)b * T * ld, *Gb = dout + (size_t)b * T * HD;
     int klast = min(T - 1, k0 + TC_TILE - 1);
     int qend = window > 0 ? min(T - 1, klast + window - 1) : T - 1; // the last query that sees a key here
-    int r = lane >> 1, c0 = (lane & 1) * 32, key = k0 + warp * 16 + r;
+    int nq = (qend - k0) / TC_TILE + 1, steps = grp * nq;           // (head, query tile) pairs, in order
+    constexpr bool PF = D <= 64; // beside 2 D-wide accumulators, 2 prefetched tiles fit up to 64 (255 registers)
+    tc_regs<D> qr, gr;
+    qr.fetch(base + (size_t)(H + kh) * D, ld, k0, T);
+    qr.store(Ks);
+    qr.fetch(base + (size_t)(H + KV + kh) * D, ld, k0, T);
+    qr.store(Vs);
+    if (PF) {
+        qr.fetch(base + (size_t)(kh * grp) * D, ld, k0, T);
+        gr.fetch(Gb + (size_t)(kh * grp) * D, HD, k0, T);
+    }
+    int r = lane >> 1, hf = lane & 1, key = k0 + warp * 16 + r;
     tc_acc dk[D / 16], dv[D / 16];
 #pragma unroll
     for (int n = 0; n < D / 16; n++) nvcuda::wmma::fill_fragment(dk[n], 0.0f), nvcuda::wmma::fill_fragment(dv[n], 0.0f);
-    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+    for (int it = 0; it < steps; it++) {
+        int h = kh * grp + it / nq, q0 = k0 + (it % nq) * TC_TILE;
         const float *lrow = lse + ((size_t)b * H + h) * T, *drow = drow_buf + ((size_t)b * H + h) * T;
-        for (int q0 = k0; q0 <= qend; q0 += TC_TILE) {
-            __syncthreads(); // the previous query tile is consumed (first pass: K, V are loaded)
-            tc_load<D>(Qs, DP, base + (size_t)h * D, ld, q0, T);
-            tc_load<D>(Gs, DP, dout + (size_t)b * T * HD + (size_t)h * D, HD, q0, T);
-            if (threadIdx.x < TC_TILE) {
-                int tq = q0 + threadIdx.x;
-                Ls[threadIdx.x] = tq < T ? lrow[tq] : 0.0f;
-                Rs[threadIdx.x] = tq < T ? drow[tq] : 0.0f;
-            }
-            __syncthreads();
-            tc_abt<D>(S, Ks + warp * 16 * DP, Qs);  // S^T (16 keys, 64 queries)
-            tc_abt<D>(Dp, Vs + warp * 16 * DP, Gs); // dP^T
-            __syncwarp();
-#pragma unroll 8
-            for (int j = 0; j < 32; j++) {
-                int c = c0 + j, tq = q0 + c;
-                int seen = tq < T && key < T && key <= tq && key >= attn_lo(tq, window);
-                float p = seen ? expf(S[r * SP + c] * scale - Ls[c]) : 0.0f;
-                Pb[r * PP + c] = __float2bfloat16(p);
-                Sb[r * PP + c] = __float2bfloat16(p * (Dp[r * SP + c] - Rs[c]) * scale);
-            }
-            __syncwarp();
-            tc_pv<D>(dv, Pb, Gs); // dV (16, D) += P^T (16, 64) dO (64, D)
-            tc_pv<D>(dk, Sb, Qs); // dK += dS^T Q
+        __syncthreads(); // the previous query tile is consumed
+        if (!PF) {
+            qr.fetch(base + (size_t)h * D, ld, q0, T);
+            gr.fetch(Gb + (size_t)h * D, HD, q0, T);
         }
+        qr.store(Qs);
+        gr.store(Gs);
+        if (threadIdx.x < TC_TILE) {
+            int tq = q0 + threadIdx.x;
+            Ls[threadIdx.x] = tq < T ? lrow[tq] : 0.0f;
+            Rs[threadIdx.x] = tq < T ? drow[tq] : 0.0f;
+        }
+        __syncthreads();
+        if (PF && it + 1 < steps) {
+            int h1 = kh * grp + (it + 1) / nq, q1 = k0 + ((it + 1) % nq) * TC_TILE;
+            qr.fetch(base + (size_t)h1 * D, ld, q1, T);
+            gr.fetch(Gb + (size_t)h1 * D, HD, q1, T);
+        }
+        tc_abt<D>(S, Ks + warp * 16 * DP, Qs);  // S^T (16 keys, 64 queries)
+        tc_abt<D>(Dp, Vs + warp * 16 * DP, Gs); // dP^T
+        __syncwarp();
+#pragma unroll 8
+        for (int j = 0; j < 32; j++) {
+            int c = tc_col(j, r, hf), tq = q0 + c;
+            int seen = tq < T && key < T && key <= tq && key >= attn_lo(tq, window);
+            float p = seen ? expf(S[r * SP + c] * scale - Ls[c]) : 0.0f;
+            Pb[r * PP + c] = __float2bfloat16(p);
+            Sb[r * PP + c] = __float2bfloat16(p * (Dp[r * SP + c] - Rs[c]) * scale);
+        }
+        __syncwarp();
+        tc_pv<D>(dv, Pb, Gs); // dV (16, D) += P^T (16, 64) dO (64, D)
+        tc_pv<D>(dk, Sb, Qs); // dK += dS^T Q
     }
     float *g = dqkv + (size_t)b * T * ld;
     tc_store_rows<D>(g + (size_t)(H + kh) * D, ld, k0 + warp * 16, T, dk, S);
@@ -275,11 +333,19 @@ __global__ void __launch_bounds__(TC_THREADS) tc_bwd_q_kernel(float *dqkv, const
     tc_bf16 *Sb = (tc_bf16 *)(w + 2 * Z::wS);
     int t0 = blockIdx.x * TC_TILE, h = blockIdx.y, b = blockIdx.z;
     int ld = (H + 2 * KV) * D, kh = h / (H / KV), HD = H * D;
-    const float *base = qkv + (size_t)b * T * ld;
+    const float *base = qkv + (size_t)b * T * ld, *Kg = base + (size_t)(H + kh) * D, *Vg = base + (size_t)(H + KV + kh) * D;
     int tlast = min(T - 1, t0 + TC_TILE - 1), klo = attn_lo(t0, window);
-    tc_load<D>(Qs, DP, base + (size_t)h * D, ld, t0, T);
-    tc_load<D>(Gs, DP, dout + (size_t)b * T * HD + (size_t)h * D, HD, t0, T);
-    int r = lane >> 1, c0 = (lane & 1) * 32, t = t0 + warp * 16 + r, tlo = attn_lo(t, window);
+    tc_regs<D> kr, vr;
+    kr.fetch(base + (size_t)h * D, ld, t0, T);
+    kr.store(Qs);
+    kr.fetch(dout + (size_t)b * T * HD + (size_t)h * D, HD, t0, T);
+    kr.store(Gs);
+    constexpr bool PF = D <= 64;
+    if (PF) {
+        kr.fetch(Kg, ld, klo, tlast + 1);
+        vr.fetch(Vg, ld, klo, tlast + 1);
+    }
+    int r = lane >> 1, hf = lane & 1, t = t0 + warp * 16 + r, tlo = attn_lo(t, window);
     size_t row = ((size_t)b * H + h) * T + t;
     float lt = t < T ? lse[row] : 0.0f, rt = t < T ? drow_buf[row] : 0.0f;
     tc_acc dq[D / 16];
@@ -287,15 +353,23 @@ __global__ void __launch_bounds__(TC_THREADS) tc_bwd_q_kernel(float *dqkv, const
     for (int n = 0; n < D / 16; n++) nvcuda::wmma::fill_fragment(dq[n], 0.0f);
     for (int k0 = klo; k0 <= tlast; k0 += TC_TILE) {
         __syncthreads();
-        tc_load<D>(Ks, DP, base + (size_t)(H + kh) * D, ld, k0, tlast + 1);
-        tc_load<D>(Vs, DP, base + (size_t)(H + KV + kh) * D, ld, k0, tlast + 1);
+        if (!PF) {
+            kr.fetch(Kg, ld, k0, tlast + 1);
+            vr.fetch(Vg, ld, k0, tlast + 1);
+        }
+        kr.store(Ks);
+        vr.store(Vs);
         __syncthreads();
+        if (PF && k0 + TC_TILE <= tlast) {
+            kr.fetch(Kg, ld, k0 + TC_TILE, tlast + 1);
+            vr.fetch(Vg, ld, k0 + TC_TILE, tlast + 1);
+        }
         tc_abt<D>(S, Qs + warp * 16 * DP, Ks);  // S (16, 64)
         tc_abt<D>(Dp, Gs + warp * 16 * DP, Vs); // dP = dO V^T
         __syncwarp();
 #pragma unroll 8
         for (int j = 0; j < 32; j++) {
-            int c = c0 + j, key = k0 + c;
+            int c = tc_col(j, r, hf), key = k0 + c;
             int seen = t < T && key <= t && key >= tlo;
             float p = seen ? expf(S[r * SP + c] * scale - lt) : 0.0f;
             Sb[r * PP + c] = __float2bfloat16(p * (Dp[r * SP + c] - rt) * scale);
