@@ -61,7 +61,8 @@ static const char usage_text[] =
     "      --cache-dtype f32|bf16|int8   KV cache precision (default f32; int8: per-head scales)\n"
     "      --precision P         GEMM operands fp32 (default), bf16 or fp16, fp32 sums; bf16 runs on\n"
     "                            AMX tiles where the CPU has them, tensor cores on CUDA\n"
-    "      --device-sampling     sample on the GPU (experimental; no penalties, no --tp)\n"
+    "      --no-device-sampling  draw tokens on the host even on a GPU (default: on the GPU when\n"
+    "                            no penalties are set and without --tp)\n"
     "      --experts auto|mxfp4|f32   MoE experts in MXFP4 (fused kernels) or dequantized to fp32;\n"
     "                            auto (default): MXFP4 when the checkpoint stores them so\n"
     "      --tp N                tensor parallel over N ranks: mpirun -np N gpt-generate --tp N ...\n"
@@ -73,7 +74,7 @@ static const char usage_text[] =
 
 enum {
     O_JSONL = 256, O_TOKENS, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED, O_BEAMS, O_LP, O_ES,
-    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP, O_DEVSAMPLE, O_PREC
+    O_EOS, O_STOP, O_NOSTREAM, O_CHAT, O_SYSTEM, O_REASONING, O_SHOWR, O_SET, O_DEVICE, O_EXPERTS, O_VERSION, O_TP, O_CACHE, O_PP, O_DEVSAMPLE, O_NODEVSAMPLE, O_PREC
 };
 
 typedef struct {
@@ -282,6 +283,7 @@ int main(int argc, char **argv)
         {"system", 1, 0, O_SYSTEM}, {"reasoning", 1, 0, O_REASONING}, {"show-reasoning", 0, 0, O_SHOWR},
         {"set", 1, 0, O_SET}, {"device", 1, 0, O_DEVICE}, {"experts", 1, 0, O_EXPERTS}, {"tp", 1, 0, O_TP},
         {"cache-dtype", 1, 0, O_CACHE}, {"pp", 1, 0, O_PP}, {"device-sampling", 0, 0, O_DEVSAMPLE},
+        {"no-device-sampling", 0, 0, O_NODEVSAMPLE},
         {"precision", 1, 0, O_PREC},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"version", 0, 0, O_VERSION},
         {0, 0, 0, 0}};
@@ -376,6 +378,7 @@ int main(int argc, char **argv)
             o.tp = (int)v;
             break;
         case O_DEVSAMPLE: o.g.device_sampling = 1; break;
+        case O_NODEVSAMPLE: o.g.device_sampling = 0; break;
         case O_PREC:
             o.precision = !strcmp(optarg, "fp32") ? GPT_GEMM_FP32 : !strcmp(optarg, "bf16") ? GPT_GEMM_BF16
                         : !strcmp(optarg, "fp16") ? GPT_GEMM_FP16 : -1;

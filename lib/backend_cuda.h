@@ -17,8 +17,11 @@
  *                                 bf16 operands converted on the fly, fp32 sums and outputs
  *                                 (~1e-2); parameters stay fp32 master copies. GPT_CUDA_TF32=1
  *                                 is the older spelling of tf32.
- *   GPT_CUDA_ATTN=flash|simple    the attention kernels for training (simple: one block per row,
- *                                 shared memory grows with T; kept as a cross-check).
+ *   GPT_CUDA_ATTN=flash|tc|simple the attention kernels for training: flash (default, fp32 tiles);
+ *                                 tc (the flash algorithm on bf16 tensor cores, fp32 softmax;
+ *                                 ~4e-3 relative; head sizes 16/32/64/96/128, else flash);
+ *                                 simple (one block per row, shared memory grows with T; a
+ *                                 cross-check).
  *   GPT_CUDA_SYNC=1               wait after every op, so a device fault is reported under the op
  *                                 that caused it.
  *   GPT_PROFILE=1                 the same waits, and a per-op time table on destroy. */

@@ -28,6 +28,7 @@ gpt_gen_opts gpt_gen_defaults(void)
     o.sampling = gpt_sampling_defaults();
     o.num_beams = 1;
     o.length_penalty = 1.0;
+    o.device_sampling = 1;
     return o;
 }
 

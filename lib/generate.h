@@ -43,10 +43,9 @@ typedef struct gpt_gen_opts {
     gpt_gen_stream_fn stream;
     void *stream_user;
     int kv_dtype;             /* GPT_KV_F32 (default), GPT_KV_BF16 or GPT_KV_INT8 (backend.h) */
-    /* 1: without penalties (and without TP), a backend with the sample op (CUDA) picks the tokens
-     * where the logits are, meant to give the host's tokens for the same seed. Off by default: on
-     * an H100 it disagreed with the host where top-k, top-p and min-p combine over exactly tied
-     * logits (t/test_cuda_sample.c; see gpt-generate(1) --device-sampling). */
+    /* 1 (the default): without penalties (and without TP), a backend with the sample op (CUDA)
+     * picks the tokens where the logits are: the host's tokens for the same seed and logits
+     * (t/test_cuda_sample.c, on an H100). 0: the logits come to the host and lib/sampling.c draws. */
     int device_sampling;
 } gpt_gen_opts;
 

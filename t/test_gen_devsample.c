@@ -132,15 +132,16 @@ int main(void)
                "uniforms (%ld single, %ld drawn, %ld calls for 20 steps)", set[k].name, ns, nd, nc);
         for (int i = 0; i < 4; i++) gpt_gen_req_free(&a[i]), gpt_gen_req_free(&b[i]);
     }
-    /* device sampling is opt-in: the defaults keep the op out */
+    /* device sampling is on by default; switched off, the op stays out */
     gpt_gen_opts o = gpt_gen_defaults();
-    o.max_new_tokens = 5, o.sampling.temperature = 1;
+    ok(o.device_sampling == 1, "device sampling is on by default");
+    o.max_new_tokens = 5, o.sampling.temperature = 1, o.device_sampling = 0;
     gpt_gen_req r = {.prompt = p0, .n_prompt = 3};
     gpt_rng rng;
     gpt_rng_seed(&rng, 5);
     long c0 = calls;
     ok(gpt_generate(md, NULL, &o, &r, 1, &rng, NULL, &err) == 0 && r.out.n == 5 && calls == c0,
-       "device_sampling off (the default): the op is not called");
+       "device_sampling off: the op is not called");
     gpt_gen_req_free(&r);
     gpt_model_free(mh), gpt_model_free(md);
     gpt_config_free(&cfg);
