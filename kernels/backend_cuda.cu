@@ -61,14 +61,16 @@ enum {
     P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX,
     P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS,
     P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_TO_DEVICE, P_TO_HOST, P_ZERO, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED,
-    P_ADAMW, P_SUMSQ, P_SCALE, P_NONFINITE, P_MXFP4_MATMUL, P_KV_STORE_Q, P_ATTN_CACHED_Q, P_SAMPLE, P_ADAMW_SR, P_COUNT
+    P_ADAMW, P_SUMSQ, P_SCALE, P_NONFINITE, P_MXFP4_MATMUL, P_KV_STORE_Q, P_ATTN_CACHED_Q, P_SAMPLE, P_ADAMW_SR,
+    P_GEMM_GROUPED, P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
     "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope",
     "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax",
     "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows",
     "scatter_add_rows", "row_dot", "xent", "to_device", "to_host", "zero", "rope_pos", "kv_store", "attn_cached",
-    "adamw", "sumsq", "scale", "nonfinite", "mxfp4_matmul", "kv_store_q", "attn_cached_q", "sample", "adamw_sr"};
+    "adamw", "sumsq", "scale", "nonfinite", "mxfp4_matmul", "kv_store_q", "attn_cached_q", "sample", "adamw_sr",
+    "gemm_grouped"};
 
 struct cuda_ctx {
     int device;
@@ -340,6 +342,15 @@ static void gemm_half(gpt_backend *be, int fp16, int ta, int tb, int M, int N, i
                              CUBLAS_GEMM_DEFAULT));
 }
 
+// fp32 operands (TF32 products where the handle's math mode says so), M, N, K > 0.
+static void gemm_f32(cuda_ctx *c, const char *op, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    // Row-major C (M x N) is column-major C^T (N x M): C^T = op(B)^T op(A)^T.
+    CKB(op, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
+                        ldb, A, lda, &beta, C, ldc));
+}
+
 static void cu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc)
 {
@@ -351,9 +362,7 @@ static void cu_gemm(gpt_backend *be, int ta, int tb, int M, int N, int K, float 
         } else if (be->gemm_prec != GPT_GEMM_FP32 || c->gemm_mode == GEMM_BF16) {
             gemm_half(be, be->gemm_prec == GPT_GEMM_FP16, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         } else {
-            // Row-major C (M x N) is column-major C^T (N x M): C^T = op(B)^T op(A)^T.
-            CKB("gemm", cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                                    &alpha, B, ldb, A, lda, &beta, C, ldc));
+            gemm_f32(c, "gemm", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         }
     }
     op_end(be, P_GEMM, t0);
@@ -1160,6 +1169,7 @@ static void cu_xent(gpt_backend *be, float *losses, int *correct, float *dlogits
 #include "kv_quant_ops.cuh"
 #include "sample_ops.cuh"
 #include "adamw_sr_ops.cuh"
+#include "gemm_grouped_ops.cuh"
 
 static void cu_destroy(gpt_backend *be)
 {
@@ -1261,6 +1271,7 @@ extern "C" gpt_backend *gpt_backend_cuda(int device, gpt_err *err)
     be->to_host = cu_to_host;
     be->zero = cu_zero;
     be->gemm = cu_gemm;
+    be->gemm_grouped = cu_gemm_grouped;
     be->bias_fwd = cu_bias_fwd;
     be->bias_bwd = cu_bias_bwd;
     be->axpy = cu_axpy;

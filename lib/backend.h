@@ -49,6 +49,14 @@ struct gpt_backend {
      * ta, K x M. op(B) is K x N: B is K x N (ldb) or, with tb, N x K. */
     void (*gemm)(gpt_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
+    /* Optional (NULL: the caller loops over gemm). n independent gemms in one call, so a backend
+     * can launch them together (a MoE layer's experts): group g < n does exactly what
+     * gemm(be, ta, tb, M[g], N[g], K[g], alpha, A[g], lda[g], B[g], ldb[g], beta, C[g], ldc[g])
+     * does (M or N == 0: nothing; K == 0: C *= beta). The arrays are host memory, the matrices
+     * backend memory; no two groups' C overlap. */
+    void (*gemm_grouped)(gpt_backend *be, int ta, int tb, int n, const int *M, const int *N, const int *K, float alpha,
+                         const float *const *A, const int *lda, const float *const *B, const int *ldb, float beta,
+                         float *const *C, const int *ldc);
     /* y[m, n] += b[n] for an M x N block (ldy). */
     void (*bias_fwd)(gpt_backend *be, float *y, int ldy, const float *b, int M, int N);
     /* db[n] += sum over m of dy[m, n]. */

@@ -1049,6 +1049,16 @@ static void cpu_mxfp4_matmul(gpt_backend *be, float *out, int ldo, const float *
     gpt_mxfp4_matmul(out, ldo, x, ldx, blocks, scales, bias, n, K, O);
 }
 
+/* The groups one after another through be->gemm: the very calls a caller's own loop would make,
+ * so the same bits (and GPT_PROFILE counts each group as a gemm). */
+static void cpu_gemm_grouped(gpt_backend *be, int ta, int tb, int n, const int *M, const int *N, const int *K,
+                             float alpha, const float *const *A, const int *lda, const float *const *B, const int *ldb,
+                             float beta, float *const *C, const int *ldc)
+{
+    for (int g = 0; g < n; g++)
+        be->gemm(be, ta, tb, M[g], N[g], K[g], alpha, A[g], lda[g], B[g], ldb[g], beta, C[g], ldc[g]);
+}
+
 /* ---- GPT_PROFILE=1: time every op, print a table when the backend is destroyed ---- */
 
 enum {P_MXFP4_MATMUL, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
@@ -1381,6 +1391,7 @@ gpt_backend *gpt_backend_cpu(void)
         .to_host = cpu_copy,
         .zero = cpu_zero,
         .gemm = cpu_gemm,
+        .gemm_grouped = cpu_gemm_grouped,
         .bias_fwd = cpu_bias_fwd,
         .bias_bwd = cpu_bias_bwd,
         .axpy = cpu_axpy,

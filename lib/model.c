@@ -518,6 +518,54 @@ static void linear_bwd(gpt_model *m, float *dx, int ldx, int accumulate, float *
     if (db) be->bias_bwd(be, db, dy, ldy, N, out);
 }
 
+/* ---- per-expert GEMMs, gathered into one backend call ---- */
+
+/* The arguments of a run of GEMMs sharing ta, tb, alpha and beta: one entry per expert with rows
+ * (host arrays of up to cap entries). */
+typedef struct {
+    int n, *M, *N, *K, *lda, *ldb, *ldc;
+    const float **A, **B;
+    float **C;
+} gemm_batch;
+
+static void gb_init(gemm_batch *g, int cap)
+{
+    g->n = 0;
+    g->M = gpt_xmalloc((size_t)6 * cap * sizeof *g->M);
+    g->N = g->M + cap, g->K = g->N + cap, g->lda = g->K + cap, g->ldb = g->lda + cap, g->ldc = g->ldb + cap;
+    g->A = gpt_xmalloc((size_t)2 * cap * sizeof *g->A);
+    g->B = g->A + cap;
+    g->C = gpt_xmalloc((size_t)cap * sizeof *g->C);
+}
+
+static void gb_free(gemm_batch *g)
+{
+    free(g->M);
+    free(g->A);
+    free(g->C);
+}
+
+static void gb_add(gemm_batch *g, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+                   int ldc)
+{
+    int i = g->n++;
+    g->M[i] = M, g->N[i] = N, g->K[i] = K, g->lda[i] = lda, g->ldb[i] = ldb, g->ldc[i] = ldc;
+    g->A[i] = A, g->B[i] = B, g->C[i] = C;
+}
+
+/* Runs the batch and empties it: one gemm_grouped call where the backend has one (the GPU launches
+ * a layer's experts together instead of one small GEMM each), else the same gemms one by one. */
+static void gb_run(gpt_backend *be, gemm_batch *g, int ta, int tb, float alpha, float beta)
+{
+    if (be->gemm_grouped && g->n)
+        be->gemm_grouped(be, ta, tb, g->n, g->M, g->N, g->K, alpha, g->A, g->lda, g->B, g->ldb, beta, g->C, g->ldc);
+    else
+        for (int i = 0; i < g->n; i++)
+            be->gemm(be, ta, tb, g->M[i], g->N[i], g->K[i], alpha, g->A[i], g->lda[i], g->B[i], g->ldb[i], beta,
+                     g->C[i], g->ldc[i]);
+    g->n = 0;
+}
+
 /* ---- MoE routing plan (host): rows sorted by expert, then token, then slot ---- */
 
 static void moe_plan(gpt_model *m, layer_acts *a, int N)
@@ -572,6 +620,10 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
     int mgu = m->mxfp4 ? m->mx_of_layer[2 * l] : -1, mdn = m->mxfp4 ? m->mx_of_layer[2 * l + 1] : -1;
     if (m->ep) /* EP: the rows go to the experts' owners and come back (model_ep.h) */
         gpt_ep_experts_fwd_(m->ep, be, l, a->ye, a->xe, a->offsets_h, NK, w->gu_w, w->gu_b, w->down_w, w->down_b);
+    /* fp32 experts: each projection is one grouped GEMM over the experts with rows, then the biases
+     * expert by expert (the same GEMMs and adds as linear_fwd per expert, so the same bits) */
+    gemm_batch gb = {0};
+    if (!m->ep) gb_init(&gb, E);
     for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
@@ -580,22 +632,38 @@ static void moe_fwd(gpt_model *m, int l, float *out, const float *x, int N)
                              m->mx_blocks[mgu] + (size_t)e * 2 * F * C / 2, m->mx_scales[mgu] + (size_t)e * 2 * F * C / 32,
                              w->gu_b + (size_t)e * 2 * F, n, C, 2 * F);
         else
-            linear_fwd(m, a->gu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F,
-                       w->gu_b + (size_t)e * 2 * F, n, C, 2 * F, 1);             // (n, 2F)
+            gb_add(&gb, n, 2 * F, C, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F, 2 * F,
+                   a->gu + (size_t)r0 * 2 * F, 2 * F);                          // (n, 2F)
+    }
+    if (!m->ep && mgu < 0) {
+        gb_run(be, &gb, 0, 0, 1.0f, 0.0f);
+        for (int e = 0; e < E; e++) {
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n) be->bias_fwd(be, a->gu + (size_t)r0 * 2 * F, 2 * F, w->gu_b + (size_t)e * 2 * F, n, 2 * F);
+        }
     }
     if (!m->ep) be->swiglu_fwd(be, a->h, a->gu, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit); // (NK, F)
+    int down_bias = !(m->tp && m->tp->rank); /* TP: the bias is added once, on rank 0 */
     for (int e = 0; e < E && !m->ep; e++) {
         int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
         if (!n) continue;
-        const float *down_b = m->tp && m->tp->rank ? NULL : w->down_b + (size_t)e * C; /* TP: bias added once */
+        const float *down_b = down_bias ? w->down_b + (size_t)e * C : NULL;
         if (mdn >= 0) /* MXFP4 rows (C, F) */
             be->mxfp4_matmul(be, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F,
                              m->mx_blocks[mdn] + (size_t)e * C * F / 2, m->mx_scales[mdn] + (size_t)e * C * F / 32,
                              down_b, n, F, C);
         else
-            linear_fwd(m, a->ye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, down_b,
-                       n, F, C, 1);                                              // (n, C)
+            gb_add(&gb, n, C, F, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, C, a->ye + (size_t)r0 * C,
+                   C);                                                           // (n, C)
     }
+    if (!m->ep && mdn < 0) {
+        gb_run(be, &gb, 0, 0, 1.0f, 0.0f);
+        for (int e = 0; e < E; e++) {
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n && down_bias) be->bias_fwd(be, a->ye + (size_t)r0 * C, C, w->down_b + (size_t)e * C, n, C);
+        }
+    }
+    if (!m->ep) gb_free(&gb);
     be->zero(be, out, (size_t)N * C * sizeof(float));
     be->scatter_add_rows(be, out, a->ye, a->perm_tok, a->pw, NK, C);             // (N, C)
     tp_sum(m, out, (size_t)N * C); /* TP: ye are partial sums (the bias on tp rank 0) */
@@ -618,19 +686,49 @@ static void moe_bwd(gpt_model *m, int l, float *dx, const float *dout, const flo
     if (m->ep)
         gpt_ep_experts_bwd_(m->ep, be, l, m->dxe, m->dye, a->offsets_h, NK, w->gu_w, w->down_w, g->gu_w, g->gu_b,
                             g->down_w, g->down_b);
-    for (int e = 0; e < E && !m->ep; e++) {
-        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
-        if (!n) continue;
-        linear_bwd(m, m->dh + (size_t)r0 * F, F, 0, g->down_w + (size_t)e * F * C, g->down_b + (size_t)e * C,
-                   m->dye + (size_t)r0 * C, C, a->h + (size_t)r0 * F, F, w->down_w + (size_t)e * F * C, n, F, C, 1);
-    }
-    if (!m->ep) be->swiglu_bwd(be, m->dgu, a->gu, m->dh, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit);
-    for (int e = 0; e < E && !m->ep; e++) {
-        int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
-        if (!n) continue;
-        linear_bwd(m, m->dxe + (size_t)r0 * C, C, 0, g->gu_w + (size_t)e * C * 2 * F, g->gu_b + (size_t)e * 2 * F,
-                   m->dgu + (size_t)r0 * 2 * F, 2 * F, a->xe + (size_t)r0 * C, C, w->gu_w + (size_t)e * C * 2 * F, n,
-                   C, 2 * F, 1);
+    if (!m->ep) {
+        /* linear_bwd per expert, as grouped GEMMs: dX of every expert, then dW, then the bias
+         * gradients; each expert's outputs are its own, so the order changes no bits */
+        gemm_batch gb;
+        gb_init(&gb, E);
+        for (int e = 0; e < E; e++) { /* down: dh (n, F) = dye W^T */
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n)
+                gb_add(&gb, n, F, C, m->dye + (size_t)r0 * C, C, w->down_w + (size_t)e * F * C, C,
+                       m->dh + (size_t)r0 * F, F);
+        }
+        gb_run(be, &gb, 0, 1, 1.0f, 0.0f);
+        for (int e = 0; e < E; e++) { /* dW (F, C) += h^T dye */
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n)
+                gb_add(&gb, F, C, n, a->h + (size_t)r0 * F, F, m->dye + (size_t)r0 * C, C,
+                       g->down_w + (size_t)e * F * C, C);
+        }
+        gb_run(be, &gb, 1, 0, 1.0f, 1.0f);
+        for (int e = 0; e < E; e++) {
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n) be->bias_bwd(be, g->down_b + (size_t)e * C, m->dye + (size_t)r0 * C, C, n, C);
+        }
+        be->swiglu_bwd(be, m->dgu, a->gu, m->dh, NK, F, (float)c->swiglu_alpha, (float)c->swiglu_limit);
+        for (int e = 0; e < E; e++) { /* gate_up: dxe (n, C) = dgu W^T */
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n)
+                gb_add(&gb, n, C, 2 * F, m->dgu + (size_t)r0 * 2 * F, 2 * F, w->gu_w + (size_t)e * C * 2 * F, 2 * F,
+                       m->dxe + (size_t)r0 * C, C);
+        }
+        gb_run(be, &gb, 0, 1, 1.0f, 0.0f);
+        for (int e = 0; e < E; e++) { /* dW (C, 2F) += xe^T dgu */
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n)
+                gb_add(&gb, C, 2 * F, n, a->xe + (size_t)r0 * C, C, m->dgu + (size_t)r0 * 2 * F, 2 * F,
+                       g->gu_w + (size_t)e * C * 2 * F, 2 * F);
+        }
+        gb_run(be, &gb, 1, 0, 1.0f, 1.0f);
+        for (int e = 0; e < E; e++) {
+            int r0 = a->offsets_h[e], n = a->offsets_h[e + 1] - r0;
+            if (n) be->bias_bwd(be, g->gu_b + (size_t)e * 2 * F, m->dgu + (size_t)r0 * 2 * F, 2 * F, n, 2 * F);
+        }
+        gb_free(&gb);
     }
     be->zero(be, dx, (size_t)N * C * sizeof(float));
     be->scatter_add_rows(be, dx, m->dxe, a->perm_tok, NULL, NK, C);              // (N, C)

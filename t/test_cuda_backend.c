@@ -5,7 +5,8 @@
  * relative per op, 1e-4 for whole-model gradients. Skips without a device. Also checks that the
  * device results are deterministic (two runs, same bits).
  * Attention runs twice: the default flash kernels and GPT_CUDA_ATTN=simple, each against the CPU.
- * A third backend with GPT_CUDA_GEMM=bf16 is held to bf16 tolerances (1e-2 on logits). */
+ * A third backend with GPT_CUDA_GEMM=bf16 is held to bf16 tolerances (1e-2 on logits); a fourth,
+ * GPT_CUDA_GEMM=tf32, runs the grouped GEMM (cuBLAS's TF32 compute type) at the same tolerance. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -142,6 +143,60 @@ static void t_gemm(void)
     gpu->gemm(gpu, 0, 0, 5, 7, 0, 1.0f, C.g, 9, C.g, 9, 0.25f, C.g, 9);
     same(C, 0, "gemm K=0 scales C by beta");
     ffree(C);
+}
+
+/* gemm_grouped against the CPU's (one gemm per group there, t/test_gemm_grouped.c): 12 groups with
+ * an empty one of each kind, a K = 0 one, a run of three of one shape (one cuBLAS group of three
+ * problems), all four transpositions, beta 0 and 0.5; then the same with matrices at offsets that
+ * are not 16-byte aligned (TF32 goes one group at a time there). */
+static void t_gemm_grouped(const char *kind, double tol)
+{
+    enum { G = 12 };
+    for (int unaligned = 0; unaligned < 2; unaligned++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int bi = 0; bi < 2; bi++) {
+                    float alpha = bi ? -1.5f : 1.0f, beta = bi ? 0.5f : 0.0f;
+                    int M[G], N[G], K[G], lda[G], ldb[G], ldc[G];
+                    fbuf A[G], B[G], C[G];
+                    const float *Ac[G], *Ag[G], *Bc[G], *Bg[G];
+                    float *Cc[G], *Cg[G];
+                    for (int g = 0; g < G; g++) {
+                        if (g == 5 || g == 6) { /* the shape of group 4 again */
+                            M[g] = M[4], N[g] = N[4], K[g] = K[4], lda[g] = lda[4], ldb[g] = ldb[4], ldc[g] = ldc[4];
+                        } else {
+                            M[g] = g == 0 ? 0 : 1 + irand(40), N[g] = g == 1 ? 0 : 1 + irand(40);
+                            K[g] = g == 2 ? 0 : 1 + irand(60);
+                            lda[g] = (ta ? M[g] : K[g]) + irand(3), ldb[g] = (tb ? K[g] : N[g]) + irand(3);
+                            ldc[g] = N[g] + irand(3);
+                            lda[g] += !lda[g], ldb[g] += !ldb[g], ldc[g] += !ldc[g];
+                        }
+                        int off = unaligned ? 1 + irand(3) : 0;
+                        size_t na = (size_t)(ta ? K[g] : M[g]) * lda[g], nb = (size_t)(tb ? N[g] : K[g]) * ldb[g];
+                        size_t nc = (size_t)M[g] * ldc[g];
+                        A[g] = fnew(off + na + 1, -1, 1), B[g] = fnew(off + nb + 1, -1, 1);
+                        C[g] = fnew(off + nc + 1, -1, 1);
+                        Ac[g] = A[g].c + off, Ag[g] = A[g].g + off, Bc[g] = B[g].c + off, Bg[g] = B[g].g + off;
+                        Cc[g] = C[g].c + off, Cg[g] = C[g].g + off;
+                    }
+                    cpu->gemm_grouped(cpu, ta, tb, G, M, N, K, alpha, Ac, lda, Bc, ldb, beta, Cc, ldc);
+                    gpu->gemm_grouped(gpu, ta, tb, G, M, N, K, alpha, Ag, lda, Bg, ldb, beta, Cg, ldc);
+                    double worst = 0;
+                    for (int g = 0; g < G; g++) {
+                        float *h = down(C[g]);
+                        double e = rel_err(h, C[g].c, C[g].n);
+                        worst = e > worst || e != e ? e : worst;
+                        free(h);
+                        ffree(A[g]), ffree(B[g]), ffree(C[g]);
+                    }
+                    ok(worst <= tol, "[%s] gemm_grouped ta=%d tb=%d beta %g%s: %d groups = the cpu's (max rel err "
+                       "%.2e, target %.0e)", kind, ta, tb, beta, unaligned ? ", unaligned" : "", G, worst, tol);
+                }
+    gpu->gemm_grouped(gpu, 0, 0, 0, NULL, NULL, NULL, 1.0f, NULL, NULL, NULL, NULL, 0.0f, NULL, NULL);
+    fbuf z = fnew(1, 0, 0);
+    free(down(z)); /* waits for the device: a fault would abort here */
+    ffree(z);
+    ok(1, "[%s] gemm_grouped with no groups does nothing", kind);
 }
 
 static void t_small(void)
@@ -753,7 +808,17 @@ int main(void)
     gpt_backend *bad = cuda_with("GPT_CUDA_GEMM", "fp8", &err);
     ok(!bad && strstr(err.msg, "GPT_CUDA_GEMM"), "GPT_CUDA_GEMM=fp8 is refused: %s", bad ? "(accepted)" : err.msg);
     if (bad) bad->destroy(bad);
+    gpt_backend *tf32 = cuda_with("GPT_CUDA_GEMM", "tf32", &err);
+    if (!ok(tf32 != NULL, "GPT_CUDA_GEMM=tf32 gives a backend")) diag("%s", err.msg);
     t_gemm();
+    t_gemm_grouped("fp32", TOL);
+    if (tf32) { /* operands rounded to 10-bit mantissas: bf16's tolerance is ample */
+        gpt_backend *keep = gpu;
+        gpu = tf32;
+        t_gemm_grouped("tf32", 1e-2);
+        gpu = keep;
+        tf32->destroy(tf32);
+    }
     t_small();
     t_embed();
     t_norm();
@@ -804,6 +869,7 @@ int main(void)
         gpt_backend *keep = gpu;
         gpu = bf16;
         t_gemm_bf16();
+        t_gemm_grouped("bf16", 1e-2);
         if (!quick) {
             /* gradients: bf16 operands in every backward GEMM; 1e-1 still catches a wrong operand */
             check_model("tiny-gpt2", "bf16 gemm", 1e-2, 1e-1);
