@@ -397,10 +397,14 @@ static void flash_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const 
     } while (0)
 
 static int use_flash(gpt_backend *be, int D) { return !CTX(be)->attn_simple && fa_supported(D); }
-// the tensor-core kernels read rows as float4: every row start must be 16-byte aligned
+// GPT_CUDA_ATTN=tc, or unset with mixed precision (bf16 / fp16 GEMMs: the products of attention
+// in bf16 too, as FlashAttention runs them). The kernels read rows as float4: every row start must
+// be 16-byte aligned.
 static int use_tc(gpt_backend *be, int D, const void *a, const void *b)
 {
-    return CTX(be)->attn_tc && tc_supported(D) && ((uintptr_t)a | (uintptr_t)b) % 16 == 0;
+    cuda_ctx *c = CTX(be);
+    int mixed = be->gemm_prec != GPT_GEMM_FP32 || c->gemm_mode == GEMM_BF16;
+    return (c->attn_tc > 0 || (c->attn_tc < 0 && mixed)) && tc_supported(D) && ((uintptr_t)a | (uintptr_t)b) % 16 == 0;
 }
 
 static void cu_attn_fwd(gpt_backend *be, float *out, float *lse, const float *qkv, const float *sinks, int B, int T,

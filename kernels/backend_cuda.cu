@@ -82,7 +82,8 @@ struct cuda_ctx {
     int sync_each, profile;
     int gemm_mode;   // GEMM_FP32, GEMM_TF32, GEMM_BF16 (GPT_CUDA_GEMM, GPT_CUDA_TF32)
     int attn_simple; // GPT_CUDA_ATTN=simple: the one-row-per-block attention kernels
-    int attn_tc;     // GPT_CUDA_ATTN=tc: bf16 tensor-core attention (attn_tc.cuh)
+    int attn_tc;     // 1: bf16 tensor-core attention (attn_tc.cuh); -1 (GPT_CUDA_ATTN unset): with bf16
+                     // or fp16 GEMMs (mixed precision), flash otherwise; 0: flash (or simple)
     double secs[P_COUNT];
     long calls[P_COUNT];
 };
@@ -1179,7 +1180,7 @@ static void cu_destroy(gpt_backend *be)
         double total = 0;
         for (int i = 0; i < P_COUNT; i++) total += c->secs[i];
         fprintf(stderr, "gpt: cuda backend profile (%.3f s in ops, each op waited for; gemm %s, attention %s)\n", total,
-                gemm_names[c->gemm_mode], c->attn_simple ? "simple" : c->attn_tc ? "tc" : "flash");
+                gemm_names[c->gemm_mode], c->attn_simple ? "simple" : c->attn_tc > 0 ? "tc" : c->attn_tc < 0 ? "tc with bf16/fp16 GEMMs, else flash" : "flash");
         for (int i = 0; i < P_COUNT; i++)
             if (c->calls[i])
                 fprintf(stderr, "  %-26s %9.3f s %5.1f%% %8ld calls\n", op_names[i], c->secs[i],
@@ -1244,7 +1245,7 @@ extern "C" gpt_backend *gpt_backend_cuda(int device, gpt_err *err)
         return NULL;
     }
     c->attn_simple = am && strcmp(am, "simple") == 0;
-    c->attn_tc = am && strcmp(am, "tc") == 0;
+    c->attn_tc = !am || !*am ? -1 : strcmp(am, "tc") == 0;
     cublasStatus_t s = cublasCreate(&c->blas);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
     // fp32 means fp32: cublasSgemm's default math uses no TF32 (unless NVIDIA_TF32_OVERRIDE=1 is set)

@@ -366,6 +366,10 @@ static const char *attn_kind = "flash";
 /* the attention checks' tolerance: fp32 kernels 1e-5; the tensor-core kernels (GPT_CUDA_ATTN=tc)
  * round Q, K, V, dO, P and dS to bf16 (8 significant bits, a relative step of 2^-8 = 3.9e-3) */
 static double attn_tol = TOL;
+/* > 0: the out error must exceed this too (the tensor-core kernels are really the ones running) */
+static double attn_min = 0;
+
+static int tc_ok_d(int D) { return D == 16 || D == 32 || D == 64 || D == 96 || D == 128; }
 
 static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sinks)
 {
@@ -383,6 +387,13 @@ static void t_attn(int B, int T, int H, int KV, int D, int window, int with_sink
     cpu->attn_fwd(cpu, out.c, lse.c, qkv.c, sc, B, T, H, KV, D, window, scale);
     gpu->attn_fwd(gpu, out.g, lse.g, qkv.g, sg, B, T, H, KV, D, window, scale);
     snprintf(what, sizeof what, "attn_fwd %s: out", cfg), same(out, attn_tol, what);
+    if (attn_min > 0 && tc_ok_d(D)) {
+        float *h = down(out);
+        double e = rel_err(h, out.c, out.n);
+        free(h);
+        ok(e > attn_min, "attn_fwd %s: bf16 rounding shows (err %.2e > %.0e): the tensor-core kernels ran", cfg, e,
+           attn_min);
+    }
     snprintf(what, sizeof what, "attn_fwd %s: lse", cfg), same(lse, attn_tol, what);
     cpu->attn_bwd(cpu, dqkv.c, dsinks.c, dout.c, out.c, lse.c, qkv.c, sc, B, T, H, KV, D, window, scale);
     gpu->attn_bwd(gpu, dqkv.g, dsinks.g, dout.g, out.g, lse.g, qkv.g, sg, B, T, H, KV, D, window, scale);
@@ -797,7 +808,12 @@ int main(void)
     int quick = q && *q && strcmp(q, "0") != 0;
     gpt_backend *simple = cuda_with("GPT_CUDA_ATTN", "simple", &err);
     if (!ok(simple != NULL, "GPT_CUDA_ATTN=simple gives a backend")) diag("%s", err.msg);
+    /* bf16 GEMMs with the fp32 flash attention; unset, GPT_CUDA_ATTN would pick tc with bf16 GEMMs */
+    setenv("GPT_CUDA_ATTN", "flash", 1);
     gpt_backend *bf16 = cuda_with("GPT_CUDA_GEMM", "bf16", &err);
+    unsetenv("GPT_CUDA_ATTN");
+    gpt_backend *bf16auto = cuda_with("GPT_CUDA_GEMM", "bf16", &err);
+    if (!ok(bf16auto != NULL, "GPT_CUDA_GEMM=bf16 (attention unset) gives a backend")) diag("%s", err.msg);
     if (!ok(bf16 != NULL, "GPT_CUDA_GEMM=bf16 gives a backend")) diag("%s", err.msg);
     gpt_backend *tc = cuda_with("GPT_CUDA_ATTN", "tc", &err);
     if (!ok(tc != NULL, "GPT_CUDA_ATTN=tc gives a backend")) diag("%s", err.msg);
@@ -825,7 +841,7 @@ int main(void)
     t_rope();
     t_rope_pos();
     t_kv_all(quick);
-    for (int pass = 0; pass < 3; pass++) {
+    for (int pass = 0; pass < 4; pass++) {
         gpt_backend *keep = gpu;
         if (pass == 1) {
             if (!simple) continue;
@@ -834,6 +850,10 @@ int main(void)
         if (pass == 2) { /* head sizes 16, 32, 64, 96, 128 on the tensor cores; 6 and 256 hand over to flash */
             if (!tc) continue;
             gpu = tc, attn_kind = "tc", attn_tol = 2e-2;
+        }
+        if (pass == 3) { /* bf16 GEMMs and GPT_CUDA_ATTN unset: the tensor-core kernels by default */
+            if (!bf16auto) continue;
+            gpu = bf16auto, attn_kind = "bf16 default", attn_tol = 2e-2, attn_min = 1e-5;
         }
         t_attn(2, 64, 4, 2, 32, 0, 0);
         t_attn(2, 64, 4, 2, 32, 16, 1);
@@ -847,7 +867,7 @@ int main(void)
             t_attn(2, 300, 2, 1, 256, 0, 1);
             t_attn(1, 513, 3, 1, 96, 200, 1);
         }
-        gpu = keep, attn_kind = "flash", attn_tol = TOL;
+        gpu = keep, attn_kind = "flash", attn_tol = TOL, attn_min = 0;
     }
     t_act();
     t_moe();
@@ -888,6 +908,7 @@ int main(void)
     if (bf16) bf16->destroy(bf16);
     if (tc) tc->destroy(tc);
     if (bf16tc) bf16tc->destroy(bf16tc);
+    if (bf16auto) bf16auto->destroy(bf16auto);
     cpu->destroy(cpu);
     gpu->destroy(gpu);
     return done_testing();
