@@ -87,7 +87,7 @@ int gpt_beam_search(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o
     for (size_t f = 0; f + 1 < n_prompt;) {
         int k = 0;
         for (; k < GPT_KV_CHUNK && f + 1 < n_prompt; k++, f++) tok[k] = (int)prompt[f], sq[k] = 0;
-        if (gpt_model_extend(m, kc, tok, sq, k, NULL, err) < 0) goto out;
+        if (gpt_model_prefill(m, kc, tok, sq, k, err) < 0) goto out;
     }
     tok[0] = (int)prompt[n_prompt - 1], sq[0] = 0;
     if (gpt_model_extend(m, kc, tok, sq, 1, logits, err) < 0) goto out;

@@ -248,7 +248,7 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
                 tok[rows] = (int)S[i].prompt[S[i].fed], sq[rows++] = i;
         }
         if (!rows) break;
-        if (gpt_model_extend(m, kc, tok, sq, rows, NULL, err) < 0) goto out;
+        if (gpt_model_prefill(m, kc, tok, sq, rows, err) < 0) goto out;
         if (st) st->prefill_tokens += rows;
     }
     int first = 1;

@@ -748,6 +748,7 @@ typedef struct {
     int B, T;                  /* block mode */
     struct gpt_kv_cache *cache; /* cache mode when non-NULL */
     const int *seq, *pos;      /* (n) backend memory */
+    int no_head;               /* cache mode: fill the cache only (prefill): no final norm, no logits */
 } attn_mode;
 
 struct gpt_kv_cache {
@@ -910,6 +911,7 @@ static void model_fwd(gpt_model *m, int N, const attn_mode *am)
         pp_stage_out(m, N);
         return;
     }
+    if (am->no_head) return; /* prefill: the LM head would be a third of a small model's work, unread */
     be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C,
                  (float)c->norm_eps);
     be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
@@ -1299,8 +1301,8 @@ static int pp_extend_fwd(gpt_model *m, int n, const attn_mode *am, gpt_err *err)
     return rc;
 }
 
-int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
-                     gpt_err *err)
+static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
+                        int head, gpt_err *err)
 {
     const gpt_model_config *c = &m->cfg;
     gpt_backend *be = m->be;
@@ -1338,7 +1340,7 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
         be->to_device(be, kc->seq_d, seqs, (size_t)n * sizeof(int));
         be->to_device(be, kc->pos_d, pos, (size_t)n * sizeof(int));
         m->have_loss = 0;
-        attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d};
+        attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d, .no_head = !head};
         if (m->pp_comm)
             rc = pp_extend_fwd(m, n, &am, err);
         else
@@ -1371,6 +1373,17 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
     free(pos);
     free(added);
     return rc;
+}
+
+int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
+                     gpt_err *err)
+{
+    return model_extend(m, kc, tokens, seqs, n, logits, 1, err);
+}
+
+int gpt_model_prefill(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, gpt_err *err)
+{
+    return model_extend(m, kc, tokens, seqs, n, NULL, 0, err);
 }
 
 /* ---- pipeline parallelism hooks (model_pp.h) ---- */

@@ -112,5 +112,8 @@ void gpt_kv_cache_clear(gpt_kv_cache *kc, int seq);
 void gpt_kv_cache_copy(gpt_kv_cache *kc, int dst, int src);
 int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
                      gpt_err *err);
+/* gpt_model_extend for tokens whose logits nobody reads (a prompt but its last token): the same
+ * cache contents, without the final norm and the LM head (gpt_model_logits is then stale). */
+int gpt_model_prefill(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, gpt_err *err);
 
 #endif

@@ -78,22 +78,57 @@ static void rows_portable(float *out, int ldo, const float *x, int ldx, const ui
 
 #ifdef MX_X86
 
-/* ---- AVX-512: 4 output rows x 2 input rows per pass, lo/hi halves in separate accumulators
- * (16 independent FMA chains, all in registers) ---- */
+/* ---- AVX-512: 4 output rows x 1 or 2 input rows per pass, lo/hi halves in separate
+ * accumulators (all in registers). Per block and output row the 16 bytes become 16 dword indexes
+ * (vpmovzxbd), two vpermps look the low and high nibbles up in the code table scaled by the
+ * block's power of two (exact), and FMAs take them into the activations. The port-5 shuffles
+ * bound it, so the rest is kept off that port: each row group's scales are turned into floats once
+ * (16 at a time), so a block's table is one multiply by a broadcast from memory, and a single input
+ * row has a kernel of its own instead of a duplicated second row. ---- */
 
-#define MX512_ROW(k)                                                                                          \
+enum { MX_SCB = 256 }; /* blocks per pass over the scales (K = 8192) */
+
+/* sc[k][b] = 2^(s - 127) for the 4 rows' blocks b0.. b0 + nbk (e8m0f, vectorized); s = 255 (inf)
+ * is caught by the kernels' branch, which uses the ldexpf table instead */
+__attribute__((target("avx512f"), optimize("O3"))) static void scales_f32(float (*sc)[MX_SCB], const uint8_t *scales,
+                                                                          const size_t *ob, size_t b0, int nbk)
+{
+    for (int k = 0; k < 4; k++)
+        for (int b = 0; b < nbk; b += 16) {
+            int m = nbk - b < 16 ? nbk - b : 16;
+            __mmask16 mk = (__mmask16)((1u << m) - 1);
+            uint8_t s16[16] = {0};
+            memcpy(s16, scales + ob[k] + b0 + b, (size_t)m);
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)s16));
+            __m512i u = _mm512_slli_epi32(v, 23);
+            u = _mm512_mask_mov_epi32(u, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
+                                      _mm512_set1_epi32(0x00400000));
+            _mm512_mask_storeu_ps(sc[k] + b, mk, _mm512_castsi512_ps(u));
+        }
+}
+
+#define MX512_DECODE(k)                                                                                       \
+    uint8_t s##k = scales[ob[k] + b];                                                                         \
+    __m512 lut##k = _mm512_mul_ps(lutv, _mm512_set1_ps(sc[k][b - b0]));                                        \
+    if (__builtin_expect(s##k == 255, 0)) lut##k = lut255;                                                    \
+    __m512i v##k = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + 16 * (ob[k] + b))));        \
+    __m512 wl##k = _mm512_permutexvar_ps(v##k, lut##k); /* vpermps reads index bits 0-3 only */              \
+    __m512 wh##k = _mm512_permutexvar_ps(_mm512_srli_epi32(v##k, 4), lut##k);
+
+#define MX512_ROW1(k)                                                                                         \
     do {                                                                                                      \
-        size_t ob = ob##k + b;                                                                                \
-        uint8_t s_ = scales[ob];                                                                              \
-        __m512 lut = _mm512_mul_ps(lutv, _mm512_set1_ps(e8m0f(s_)));                                          \
-        if (__builtin_expect(s_ == 255, 0)) lut = lut255;                                                     \
-        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + 16 * ob)));               \
-        __m512 wl = _mm512_permutexvar_ps(v, lut); /* vpermps reads index bits 0-3 only */                   \
-        __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);                                      \
-        al##k##0 = _mm512_fmadd_ps(wl, xl0, al##k##0);                                                        \
-        ah##k##0 = _mm512_fmadd_ps(wh, xh0, ah##k##0);                                                        \
-        al##k##1 = _mm512_fmadd_ps(wl, xl1, al##k##1);                                                        \
-        ah##k##1 = _mm512_fmadd_ps(wh, xh1, ah##k##1);                                                        \
+        MX512_DECODE(k)                                                                                       \
+        al##k##0 = _mm512_fmadd_ps(wl##k, xl0, al##k##0);                                                     \
+        ah##k##0 = _mm512_fmadd_ps(wh##k, xh0, ah##k##0);                                                     \
+    } while (0)
+
+#define MX512_ROW2(k)                                                                                         \
+    do {                                                                                                      \
+        MX512_DECODE(k)                                                                                       \
+        al##k##0 = _mm512_fmadd_ps(wl##k, xl0, al##k##0);                                                     \
+        ah##k##0 = _mm512_fmadd_ps(wh##k, xh0, ah##k##0);                                                     \
+        al##k##1 = _mm512_fmadd_ps(wl##k, xl1, al##k##1);                                                     \
+        ah##k##1 = _mm512_fmadd_ps(wh##k, xh1, ah##k##1);                                                     \
     } while (0)
 
 __attribute__((target("avx512f"), optimize("O3"))) static void rows_avx512(float *out, int ldo, const float *xp,
@@ -102,27 +137,40 @@ __attribute__((target("avx512f"), optimize("O3"))) static void rows_avx512(float
                                                                            int n, int K, int o0, int o1)
 {
     const size_t nb = (size_t)K / 32;
-    float l255[16];
+    float l255[16], sc[4][MX_SCB];
     scaled_lut(255, l255);
     const __m512 lutv = _mm512_loadu_ps(gpt_fp4_values), lut255 = _mm512_loadu_ps(l255);
     for (int o = o0; o < o1; o += 4) {
         int no = o1 - o < 4 ? o1 - o : 4;
         /* past the last output row: row o again, its results dropped */
-        size_t ob0 = (size_t)o * nb, ob1 = (size_t)(o + (no > 1)) * nb, ob2 = (size_t)(o + (no > 2) * 2) * nb,
-               ob3 = (size_t)(o + (no > 3) * 3) * nb;
+        const size_t ob[4] = {(size_t)o * nb, (size_t)(o + (no > 1)) * nb, (size_t)(o + (no > 2) * 2) * nb,
+                              (size_t)(o + (no > 3) * 3) * nb};
         for (int r = 0; r < n; r += 2) {
-            int r2 = r + 1 < n; /* a second row, or the first one again (result dropped) */
+            int r2 = r + 1 < n; /* a second row, or none (its own kernel) */
             const float *x0 = xp + (size_t)r * K, *x1 = xp + (size_t)(r + r2) * K;
             __m512 al00 = _mm512_setzero_ps(), ah00 = al00, al01 = al00, ah01 = al00, al10 = al00, ah10 = al00,
                    al11 = al00, ah11 = al00, al20 = al00, ah20 = al00, al21 = al00, ah21 = al00, al30 = al00,
                    ah30 = al00, al31 = al00, ah31 = al00;
-            for (size_t b = 0; b < nb; b++) {
-                __m512 xl0 = _mm512_loadu_ps(x0 + 32 * b), xh0 = _mm512_loadu_ps(x0 + 32 * b + 16);
-                __m512 xl1 = _mm512_loadu_ps(x1 + 32 * b), xh1 = _mm512_loadu_ps(x1 + 32 * b + 16);
-                MX512_ROW(0);
-                MX512_ROW(1);
-                MX512_ROW(2);
-                MX512_ROW(3);
+            for (size_t b0 = 0; b0 < nb; b0 += MX_SCB) {
+                size_t b1 = nb - b0 < MX_SCB ? nb : b0 + MX_SCB;
+                scales_f32(sc, scales, ob, b0, (int)(b1 - b0));
+                if (r2)
+                    for (size_t b = b0; b < b1; b++) {
+                        __m512 xl0 = _mm512_loadu_ps(x0 + 32 * b), xh0 = _mm512_loadu_ps(x0 + 32 * b + 16);
+                        __m512 xl1 = _mm512_loadu_ps(x1 + 32 * b), xh1 = _mm512_loadu_ps(x1 + 32 * b + 16);
+                        MX512_ROW2(0);
+                        MX512_ROW2(1);
+                        MX512_ROW2(2);
+                        MX512_ROW2(3);
+                    }
+                else
+                    for (size_t b = b0; b < b1; b++) {
+                        __m512 xl0 = _mm512_loadu_ps(x0 + 32 * b), xh0 = _mm512_loadu_ps(x0 + 32 * b + 16);
+                        MX512_ROW1(0);
+                        MX512_ROW1(1);
+                        MX512_ROW1(2);
+                        MX512_ROW1(3);
+                    }
             }
             __m512 acc[4][2] = {{_mm512_add_ps(al00, ah00), _mm512_add_ps(al01, ah01)},
                                 {_mm512_add_ps(al10, ah10), _mm512_add_ps(al11, ah11)},
@@ -134,7 +182,9 @@ __attribute__((target("avx512f"), optimize("O3"))) static void rows_avx512(float
         }
     }
 }
-#undef MX512_ROW
+#undef MX512_DECODE
+#undef MX512_ROW1
+#undef MX512_ROW2
 
 /* ---- AVX2: 8 lanes; the 8-entry vpermps table gives the magnitude, bit 3 the sign ---- */
 

@@ -93,6 +93,24 @@ static void check(const char *dir)
     if (n1 < T) gpt_model_extend(m, kc, tok[1] + n1, sq, T - n1, out + (size_t)n1 * V, &err);
     worst = rel_err(out, full + (size_t)T * V, (size_t)T * V);
     ok(worst < 1e-5, "%s: prompts of %d tokens in one call, past the window (max rel %.1e)", dir, n1, worst);
+    /* prefill (no LM head) leaves the same cache: the next token's logits are bit-identical */
+    {
+        int np = T - 1 < GPT_KV_CHUNK ? T - 1 : GPT_KV_CHUNK, last = tok[1][np];
+        float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+        gpt_kv_cache_clear(kc, -1);
+        int r1 = gpt_model_extend(m, kc, tok[1], sq, np, out, &err);
+        int r2 = gpt_model_extend(m, kc, &last, sq, 1, a, &err);
+        gpt_kv_cache_clear(kc, -1);
+        int r3 = gpt_model_prefill(m, kc, tok[1], sq, np, &err);
+        int len = gpt_kv_cache_len(kc, 0);
+        int r4 = gpt_model_extend(m, kc, &last, sq, 1, b, &err);
+        ok(r1 == 0 && r2 == 0 && r3 == 0 && r4 == 0 && len == np && memcmp(a, b, (size_t)V * sizeof *a) == 0,
+           "%s: gpt_model_prefill of %d tokens, then one more: the same logits, bit for bit, as extend", dir, np);
+        int bad = 99999;
+        ok(gpt_model_prefill(m, kc, &bad, sq, 1, &err) < 0 && strstr(err.msg, "outside the vocabulary"),
+           "%s: prefill checks its tokens like extend: %s", dir, err.msg);
+        free(a), free(b);
+    }
     gpt_kv_cache_clear(kc, -1);
     ok(T <= GPT_KV_CHUNK ||
            (gpt_model_extend(m, kc, tok[0], sq, GPT_KV_CHUNK + 1, NULL, &err) < 0 && strstr(err.msg, "per call")),

@@ -1,7 +1,8 @@
 /* bench-generate: inference throughput for scripts/bench-generate. Not a test.
  *
  *   bench-generate run MODEL B PROMPT NEW REPS   MODEL: a config yaml (random weights) or a checkpoint;
- *                                                prefill B prompts of PROMPT tokens, then NEW greedy
+ *                                                prefill B prompts of PROMPT tokens (as gpt_generate:
+ *                                                logits for the last one only), then NEW greedy
  *                                                decode steps of B rows; best of REPS; one JSON line
  *   bench-generate bandwidth MIB REPS            memory read bandwidth (sum of a MIB buffer, all threads)
  *   bench-generate random-ckpt CONFIG DIR        a random-weight checkpoint with MXFP4 experts (bf16
@@ -176,6 +177,10 @@ static int random_ckpt(const char *cfgpath, const char *dir)
 static int run(const char *model, int B, int P, int G, int reps, const char *prec)
 {
     gpt_err err;
+    if (B < 1 || P < 1 || G < 0 || reps < 1) {
+        fprintf(stderr, "bench-generate: run wants B >= 1, PROMPT >= 1, NEW >= 0, REPS >= 1\n");
+        return 2;
+    }
     gpt_backend *be = gpt_backend_cpu();
     be->gemm_prec = !strcmp(prec, "bf16") ? GPT_GEMM_BF16 : !strcmp(prec, "fp16") ? GPT_GEMM_FP16 : GPT_GEMM_FP32;
     gpt_loaded_model lm = {0};
@@ -203,14 +208,21 @@ static int run(const char *model, int B, int P, int G, int reps, const char *pre
     if (!kc) return die("cache", &err);
     for (int r = 0; r < reps; r++) {
         gpt_kv_cache_clear(kc, -1);
-        /* prefill: every sequence's chunk in one call */
+        /* prefill as gpt_generate does it: every sequence's chunk in one call, all but the last
+         * prompt token into the cache only, then the last tokens with their logits (the first new
+         * token's distribution): the prompt's P tokens count */
         double t0 = omp_get_wtime();
-        for (int p0 = 0; p0 < P; p0 += GPT_KV_CHUNK) {
-            int np = P - p0 < GPT_KV_CHUNK ? P - p0 : GPT_KV_CHUNK, *ct = malloc((size_t)B * np * sizeof *ct);
+        for (int p0 = 0; p0 < P - 1; p0 += GPT_KV_CHUNK) {
+            int np = P - 1 - p0 < GPT_KV_CHUNK ? P - 1 - p0 : GPT_KV_CHUNK, *ct = malloc((size_t)B * np * sizeof *ct);
             for (int b = 0; b < B; b++)
                 for (int j = 0; j < np; j++) ct[b * np + j] = tok[b * P + p0 + j], seq[b * np + j] = b;
-            int last = p0 + np >= P;
-            if (gpt_model_extend(m, kc, ct, seq, B * np, last ? lg : NULL, &err) < 0) return die("prefill", &err);
+            if (gpt_model_prefill(m, kc, ct, seq, B * np, &err) < 0) return die("prefill", &err);
+            free(ct);
+        }
+        {
+            int *ct = malloc((size_t)B * sizeof *ct);
+            for (int b = 0; b < B; b++) ct[b] = tok[b * P + P - 1], seq[b] = b;
+            if (gpt_model_extend(m, kc, ct, seq, B, lg, &err) < 0) return die("prefill", &err);
             free(ct);
         }
         double tp = omp_get_wtime() - t0;
