@@ -58,7 +58,8 @@ static const char usage_text[] =
     "      --set KEY=VALUE       override a model config key (repeatable)\n"
     "      --device DEV          cpu, cuda, cuda:N or auto (default: cuda when built with it and a\n"
     "                            GPU is visible, else cpu)\n"
-    "      --cache-dtype f32|bf16|int8   KV cache precision (default f32; int8: per-head scales)\n"
+    "      --cache-dtype f32|bf16|int8   KV cache precision (default f32, bf16 with --precision bf16|fp16;\n"
+    "                            int8: per-head scales)\n"
     "      --precision P         GEMM operands fp32 (default), bf16 or fp16, fp32 sums; bf16 runs on\n"
     "                            AMX tiles where the CPU has them, tensor cores on CUDA\n"
     "      --no-device-sampling  draw tokens on the host even on a GPU (default: on the GPU when\n"
@@ -90,6 +91,7 @@ typedef struct {
     size_t n_sets;
     int experts; /* GPT_EXPERTS_* */
     int precision; /* GEMM operands: half.h GPT_GEMM_* */
+    int cache_set; /* --cache-dtype given (else the cache follows --precision: f32, or bf16) */
 } options;
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -367,6 +369,7 @@ int main(int argc, char **argv)
             o.g.kv_dtype = !strcmp(optarg, "f32") ? GPT_KV_F32 : !strcmp(optarg, "bf16") ? GPT_KV_BF16
                          : !strcmp(optarg, "int8") ? GPT_KV_INT8 : -1;
             if (o.g.kv_dtype < 0) EXIT(usage_error("--cache-dtype wants f32, bf16 or int8, not '%s'", optarg));
+            o.cache_set = 1;
             break;
         case O_EXPERTS:
             o.experts = !strcmp(optarg, "auto") ? GPT_EXPERTS_AUTO : !strcmp(optarg, "mxfp4") ? GPT_EXPERTS_MXFP4
@@ -453,6 +456,7 @@ int main(int argc, char **argv)
     }
     if (world) gpt_model_pp_set_comm(lm.model, mesh.pp_comm);
     be->gemm_prec = o.precision;
+    if (!o.cache_set && o.precision != GPT_GEMM_FP32) o.g.kv_dtype = GPT_KV_BF16; /* as a half-precision model's cache */
     gpt_model_freeze(lm.model, 1);
     const gpt_model_config *mc = gpt_model_full_config(lm.model);
     gpt_tokenizer *tk = gpt_tokenizer_open(mc->tokenizer, NULL, &err);
@@ -632,9 +636,10 @@ int main(int argc, char **argv)
         else if (status != 0) gpt_tokw_abort(tw);
     }
     if (!o.quiet)
-        fprintf(stderr, PROG ": %ld prompts; prefill %lld tokens in %.3f s (%.1f tok/s); decode %lld tokens in %.3f s (%.1f tok/s)\n",
+        fprintf(stderr, PROG ": %ld prompts; prefill %lld tokens in %.3f s (%.1f tok/s); decode %lld tokens in %.3f s (%.1f tok/s); KV cache %s\n",
                 n_done, st.prefill_tokens, st.prefill_s, st.prefill_s > 0 ? st.prefill_tokens / st.prefill_s : 0.0,
-                st.decode_tokens, st.decode_s, st.decode_s > 0 ? st.decode_tokens / st.decode_s : 0.0);
+                st.decode_tokens, st.decode_s, st.decode_s > 0 ? st.decode_tokens / st.decode_s : 0.0,
+                o.g.kv_dtype == GPT_KV_BF16 ? "bf16" : o.g.kv_dtype == GPT_KV_INT8 ? "int8" : "f32");
     free(batch), free(reqs);
     gpt_ids_free(&tokin);
 done:

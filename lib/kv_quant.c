@@ -44,12 +44,70 @@ void gpt_cpu_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *k
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define KVQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl"), optimize("O3")))
+
+/* 16 cache entries from e on as floats (bf16: the high half of the word; int8: the integer) */
+KVQ_AVX512 static inline __m512 kvq_load16(int dtype, const void *base, size_t e, __mmask16 mk)
+{
+    if (dtype == GPT_KV_BF16) {
+        __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t *)base + e);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    __m128i b = _mm_maskz_loadu_epi8(mk, (const int8_t *)base + e);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+/* One (row, head): the portable loop below with the head's D values 16 at a time (the dot
+ * products' sums in 16 lanes, added at the end: rounding differs from the scalar loop's order) */
+KVQ_AVX512 static void attn_row_avx512(int dtype, float *o, const float *qr, const void *kc, const void *vc,
+                                       const float *ks, const float *vs, size_t base, int lo, int t, int ring,
+                                       size_t w, int kh, int KV, int D, const float *sink, float scale, float *s)
+{
+    float m = sink ? *sink : -INFINITY;
+    for (int j = lo; j <= t; j++) {
+        size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < D; i += 16) {
+            __mmask16 mk = D - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - i)) - 1);
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qr + i), kvq_load16(dtype, kc, e + (size_t)i, mk), acc);
+        }
+        float dot = _mm512_reduce_add_ps(acc);
+        if (dtype == GPT_KV_INT8) dot *= ks[at * KV + kh];
+        s[j] = dot * scale;
+        if (s[j] > m) m = s[j];
+    }
+    float z = sink ? expf(*sink - m) : 0;
+    for (int j = lo; j <= t; j++) z += (s[j] = expf(s[j] - m));
+    for (int i = 0; i < D; i += 16) {
+        __mmask16 mk = D - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - i)) - 1);
+        __m512 acc = _mm512_setzero_ps();
+        for (int j = lo; j <= t; j++) {
+            size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D + (size_t)i;
+            float p = s[j] / z;
+            if (dtype == GPT_KV_INT8) p *= vs[at * KV + kh];
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p), kvq_load16(dtype, vc, e, mk), acc);
+        }
+        _mm512_mask_storeu_ps(o + i, mk, acc);
+    }
+}
+
+static int kvq_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+#else
+static int kvq_avx512(void) { return 0; }
+#endif
+
 void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
                            const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
                            int ring, const float *sinks, int H, int KV, int D, int window, float scale)
 {
     (void)be;
-    int grp = H / KV;
+    int grp = H / KV, fast = kvq_avx512();
     size_t w = (size_t)KV * D;
 #pragma omp parallel if ((size_t)n * H * D * 64 >= KVQ_PAR_MIN)
     {
@@ -62,6 +120,13 @@ void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *
                 const float *qr = q + (size_t)r * ldq + (size_t)h * D;
                 int kh = h / grp, t = pos[r], lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
                 size_t base = (size_t)seq[r] * ring;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+                if (fast) {
+                    attn_row_avx512(dtype, out + (size_t)r * H * D + (size_t)h * D, qr, kc, vc, ks, vs, base, lo, t,
+                                    ring, w, kh, KV, D, sinks ? sinks + h : NULL, scale, s);
+                    continue;
+                }
+#endif
                 float m = sinks ? sinks[h] : -INFINITY;
                 for (int j = lo; j <= t; j++) {
                     size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;

@@ -124,6 +124,12 @@ $G -p a -n 12 --precision bf16 --jsonl >"$tmp/bf" 2>"$tmp/err" &&
     GPT_AMX=0 $G -p a -n 12 --precision bf16 --jsonl >"$tmp/bf-emu" 2>>"$tmp/err"
 [ $? -eq 0 ] && grep -q '"tokens":\[[0-9]*\(,[0-9]*\)\{11\}\]' "$tmp/bf" && cmp -s "$tmp/bf" "$tmp/bf-emu"
 ok $? "--precision bf16 generates 12 tokens, the same with AMX as emulated (GPT_AMX=0)"
+# the KV cache follows --precision unless --cache-dtype says otherwise (the timing line names it)
+G1="$bin/gpt-generate -m $M"
+$G1 -p a -n 4 --precision bf16 >/dev/null 2>"$tmp/e1" && $G1 -p a -n 4 >/dev/null 2>"$tmp/e2" &&
+    $G1 -p a -n 4 --precision bf16 --cache-dtype f32 >/dev/null 2>"$tmp/e3"
+[ $? -eq 0 ] && grep -q "KV cache bf16" "$tmp/e1" && grep -q "KV cache f32" "$tmp/e2" && grep -q "KV cache f32" "$tmp/e3"
+ok $? "--precision bf16 keeps a bf16 KV cache by default; f32 without it or with --cache-dtype f32"
 $G -p a --precision fp8 >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "precision" "$tmp/err"
 ok $? "an unknown --precision is a usage error naming the option"

@@ -204,7 +204,12 @@ static int run(const char *model, int B, int P, int G, int reps, const char *pre
     float *lg = malloc((size_t)B * GPT_KV_CHUNK * V * sizeof *lg);
     for (int i = 0; i < B * P; i++) tok[i] = (int)((i * 2654435761u) % (unsigned)V);
     double best_p = 1e30, best_d = 1e30;
-    gpt_kv_cache *kc = gpt_kv_cache_create(m, B, P + G, &err);
+    /* the cache in the precision of the products: bf16 runs keep a bf16 cache, as a bf16 model in
+     * transformers does (GPT_BENCH_CACHE=f32|bf16|int8 overrides) */
+    const char *cd = getenv("GPT_BENCH_CACHE");
+    int kvd = be->gemm_prec == GPT_GEMM_FP32 ? GPT_KV_F32 : GPT_KV_BF16;
+    if (cd && *cd) kvd = !strcmp(cd, "bf16") ? GPT_KV_BF16 : !strcmp(cd, "int8") ? GPT_KV_INT8 : GPT_KV_F32;
+    gpt_kv_cache *kc = gpt_kv_cache_create_ex(m, B, P + G, &(gpt_kv_opts){.dtype = kvd}, &err);
     if (!kc) return die("cache", &err);
     for (int r = 0; r < reps; r++) {
         gpt_kv_cache_clear(kc, -1);
