@@ -249,22 +249,23 @@ static int run(const char *model, int B, int P, int G, int reps, const char *pre
         best_p = tp < best_p ? tp : best_p;
         best_d = td < best_d ? td : best_d;
     }
-    /* bytes one batch-1 decode step reads: every fp32 parameter but the input embedding (one row),
-     * plus the active experts' MXFP4 blocks and scales */
+    /* bytes one batch-1 decode step reads: every parameter but the input embedding (one row), 4
+     * bytes each in fp32, 2 with half-precision products (the weights' bf16 packs on AMX; the
+     * emulation without AMX reads more), plus the active experts' MXFP4 blocks and scales */
     const gpt_param_table *tab = gpt_model_params(m);
-    double bytes = (double)tab->total * 4;
+    double wb = be->gemm_prec == GPT_GEMM_FP32 ? 4 : 2, bytes = (double)tab->total * wb;
     const gpt_tensor *wte = gpt_params_find(tab, c->tie_embeddings ? "" : "model.embed_tokens.weight");
     if (!wte) wte = gpt_params_find(tab, c->tie_embeddings ? "" : "transformer.wte.weight");
-    if (wte) bytes -= (double)(wte->numel - (size_t)c->d_model) * 4;
+    if (wte) bytes -= (double)(wte->numel - (size_t)c->d_model) * wb;
     double expert_bytes = 0;
     for (int i = 0; i < gpt_model_mxfp4_count(m); i++) expert_bytes += gpt_model_mxfp4_tensor(m, i)->numel * 17.0 / 32;
     if (c->mlp == GPT_MLP_MOE) expert_bytes *= (double)c->experts_per_token / c->n_experts;
     bytes += expert_bytes;
     printf("{\"model\": \"%s\", \"mxfp4\": %d, \"batch\": %d, \"prompt\": %d, \"new\": %d, \"threads\": %d, "
            "\"load_s\": %.1f, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.2f, \"decode_step_ms\": %.1f, "
-           "\"bytes_per_step\": %.0f}\n",
+           "\"bytes_per_step\": %.0f, \"precision\": \"%s\"}\n",
            model, gpt_model_is_mxfp4(m), B, P, G, omp_get_max_threads(), t_load, B * P / best_p, B * G / best_d,
-           best_d / G * 1e3, bytes);
+           best_d / G * 1e3, bytes, prec);
     gpt_kv_cache_free(kc);
     gpt_model_close(&lm);
     be->destroy(be);
