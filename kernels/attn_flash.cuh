@@ -363,17 +363,26 @@ static void flash_fwd_launch(gpt_backend *be, float *out, float *lse, const floa
                                                                        scale);
 }
 
+// The backward's pre-pass (this file's and attn_tc.cuh's): drow = dO . O per (b, h, t) row and
+// each row's sink term, in scratch; returns drow, *sinkpart beside it.
+static float *attn_bwd_pre(gpt_backend *be, float **sinkpart, const float *dout, const float *out, const float *lse,
+                           const float *sinks, int B, int T, int H, int D)
+{
+    size_t rows = (size_t)B * H * T;
+    float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
+    *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
+    flash_bwd_pre_kernel<<<nblocks(rows * 32, 256), 256, 0, CTX(be)->stream>>>(drow, *sinkpart, dout, out, lse, sinks,
+                                                                               T, H, D, rows);
+    return drow;
+}
+
 template <int DC>
 static void flash_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const float *dout, const float *out,
                              const float *lse, const float *qkv, const float *sinks, int B, int T, int H, int KV, int D,
                              int window, float scale)
 {
     cudaStream_t st = CTX(be)->stream;
-    size_t rows = (size_t)B * H * T;
-    float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
-    float *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
-    flash_bwd_pre_kernel<<<nblocks(rows * 32, 256), 256, 0, st>>>(drow, sinkpart, dout, out, lse, sinks, T, H, D,
-                                                                   rows);
+    float *sinkpart, *drow = attn_bwd_pre(be, &sinkpart, dout, out, lse, sinks, B, T, H, D);
     size_t smkv = fa_kv_smem(D), smq = fa_q_smem(D);
     attn_smem(be, (const void *)flash_bwd_kv_kernel<DC>, smkv, "attn_bwd");
     attn_smem(be, (const void *)flash_bwd_q_kernel<DC>, smq, "attn_bwd");

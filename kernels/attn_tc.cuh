@@ -396,11 +396,7 @@ static void tc_bwd_launch(gpt_backend *be, float *dqkv, float *dsinks, const flo
                           int window, float scale)
 {
     cudaStream_t st = CTX(be)->stream;
-    size_t rows = (size_t)B * H * T;
-    float *drow = (float *)scratch(be, 2 * align256(rows * sizeof(float)), "attn_bwd");
-    float *sinkpart = drow + align256(rows * sizeof(float)) / sizeof(float);
-    flash_bwd_pre_kernel<<<nblocks(rows * 32, 256), 256, 0, st>>>(drow, sinkpart, dout, out, lse, sinks, T, H, D,
-                                                                   rows);
+    float *sinkpart, *drow = attn_bwd_pre(be, &sinkpart, dout, out, lse, sinks, B, T, H, D);
     size_t smkv = tc_dims<D>::kv, smq = tc_dims<D>::q;
     attn_smem(be, (const void *)tc_bwd_kv_kernel<D>, smkv, "attn_bwd");
     attn_smem(be, (const void *)tc_bwd_q_kernel<D>, smq, "attn_bwd");
