@@ -1061,8 +1061,8 @@ static void cpu_gemm_grouped(gpt_backend *be, int ta, int tb, int n, const int *
 
 /* ---- GPT_PROFILE=1: time every op, print a table when the backend is destroyed ---- */
 
-enum {P_MXFP4_MATMUL, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_COUNT};
-static const char *const prof_names[P_COUNT] = {"mxfp4_matmul", "rope_pos", "kv_store", "attn_cached", "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent"};
+enum {P_MXFP4_MATMUL, P_ROPE_POS, P_KV_STORE, P_ATTN_CACHED, P_GEMM, P_BIAS_FWD, P_BIAS_BWD, P_AXPY, P_ADD, P_EMBED_FWD, P_EMBED_BWD, P_NORM_FWD, P_NORM_BWD, P_ROPE, P_ATTN_FWD, P_ATTN_BWD, P_GELU_FWD, P_GELU_BWD, P_SWIGLU_FWD, P_SWIGLU_BWD, P_TOPK_SOFTMAX, P_TOPK_SOFTMAX_BWD, P_SOFTMAX_ROWS, P_SOFTMAX_ROWS_BWD_SHARED, P_COLSUM, P_GATHER_ROWS, P_SCATTER_ADD_ROWS, P_ROW_DOT, P_XENT, P_KV_STORE_Q, P_ATTN_CACHED_Q, P_COUNT};
+static const char *const prof_names[P_COUNT] = {"mxfp4_matmul", "rope_pos", "kv_store", "attn_cached", "gemm", "bias_fwd", "bias_bwd", "axpy", "add", "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope", "attn_fwd", "attn_bwd", "gelu_fwd", "gelu_bwd", "swiglu_fwd", "swiglu_bwd", "topk_softmax", "topk_softmax_bwd", "softmax_rows", "softmax_rows_bwd_shared", "colsum", "gather_rows", "scatter_add_rows", "row_dot", "xent", "kv_store_q", "attn_cached_q"};
 
 typedef struct {
     double secs[P_COUNT];
@@ -1325,6 +1325,27 @@ static void prof_attn_cached(gpt_backend *be, float *out, const float *q, int ld
     prof_->calls[P_ATTN_CACHED]++;
 }
 
+static void prof_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *ks, float *vs, const float *k,
+                            const float *v, int ld, const int *seq, const int *pos, int n, int ring, int KV, int D)
+{
+    double t0 = omp_get_wtime();
+    gpt_cpu_kv_store_q(be, dtype, kc, vc, ks, vs, k, v, ld, seq, pos, n, ring, KV, D);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_KV_STORE_Q] += omp_get_wtime() - t0;
+    prof_->calls[P_KV_STORE_Q]++;
+}
+
+static void prof_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
+                               const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
+                               int ring, const float *sinks, int H, int KV, int D, int window, float scale)
+{
+    double t0 = omp_get_wtime();
+    gpt_cpu_attn_cached_q(be, dtype, out, q, ldq, kc, vc, ks, vs, seq, pos, n, ring, sinks, H, KV, D, window, scale);
+    cpu_prof *prof_ = be->ctx;
+    prof_->secs[P_ATTN_CACHED_Q] += omp_get_wtime() - t0;
+    prof_->calls[P_ATTN_CACHED_Q]++;
+}
+
 static void prof_mxfp4_matmul(gpt_backend *be, float *out, int ldo, const float *x, int ldx,
                               const unsigned char *blocks, const unsigned char *scales, const float *bias, int n, int K,
                               int O)
@@ -1462,6 +1483,8 @@ gpt_backend *gpt_backend_cpu(void)
         be->row_dot = prof_row_dot;
         be->xent = prof_xent;
         be->mxfp4_matmul = prof_mxfp4_matmul;
+        be->kv_store_q = prof_kv_store_q;
+        be->attn_cached_q = prof_attn_cached_q;
     }
     return be;
 }
