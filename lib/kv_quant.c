@@ -93,6 +93,76 @@ KVQ_AVX512 static void attn_row_avx512(int dtype, float *o, const float *qr, con
     }
 }
 
+/* The same for D a multiple of 16 up to 128: the query and the output held in registers, four
+ * keys' dot products reduced together (two unpack rounds and the four 128-bit quarters instead of
+ * a full reduction per key), and the values walked key by key, each row read once. */
+KVQ_AVX512 static void attn_row_avx512_d16(int dtype, float *o, const float *qr, const void *kc, const void *vc,
+                                           const float *ks, const float *vs, size_t base, int lo, int t, int ring,
+                                           size_t w, int kh, int KV, int D, const float *sink, float scale, float *s)
+{
+    const int nd = D / 16;
+    const __mmask16 all = 0xffff;
+    __m512 qv[8], acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) qv[i] = i < nd ? _mm512_loadu_ps(qr + 16 * i) : _mm512_setzero_ps();
+    float m = sink ? *sink : -INFINITY;
+    int j = lo;
+    for (; j + 3 <= t; j += 4) {
+        __m512 a[4];
+        size_t at[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            at[u] = base + (size_t)((j + u) % ring);
+            size_t e = at[u] * w + (size_t)kh * D;
+            a[u] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                if (i < nd) a[u] = _mm512_fmadd_ps(qv[i], kvq_load16(dtype, kc, e + (size_t)(16 * i), all), a[u]);
+        }
+        /* per 128-bit quarter: [a0+a2, b0+b2, a1+a3, b1+b3], then [sa, sb, sc, sd]; then the quarters */
+        __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+        __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+        __m512 q4 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
+        __m128 r4 = _mm_add_ps(_mm_add_ps(_mm512_extractf32x4_ps(q4, 0), _mm512_extractf32x4_ps(q4, 1)),
+                               _mm_add_ps(_mm512_extractf32x4_ps(q4, 2), _mm512_extractf32x4_ps(q4, 3)));
+        float d4[4];
+        _mm_storeu_ps(d4, r4);
+        for (int u = 0; u < 4; u++) {
+            float dot = dtype == GPT_KV_INT8 ? d4[u] * ks[at[u] * KV + kh] : d4[u];
+            s[j + u] = dot * scale;
+            if (s[j + u] > m) m = s[j + u];
+        }
+    }
+    for (; j <= t; j++) {
+        size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
+        __m512 a = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            if (i < nd) a = _mm512_fmadd_ps(qv[i], kvq_load16(dtype, kc, e + (size_t)(16 * i), all), a);
+        float dot = _mm512_reduce_add_ps(a);
+        if (dtype == GPT_KV_INT8) dot *= ks[at * KV + kh];
+        s[j] = dot * scale;
+        if (s[j] > m) m = s[j];
+    }
+    float z = sink ? expf(*sink - m) : 0;
+    for (int jj = lo; jj <= t; jj++) z += (s[jj] = expf(s[jj] - m));
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    for (int jj = lo; jj <= t; jj++) {
+        size_t at = base + (size_t)(jj % ring), e = at * w + (size_t)kh * D;
+        float p = s[jj] / z;
+        if (dtype == GPT_KV_INT8) p *= vs[at * KV + kh];
+        __m512 pv = _mm512_set1_ps(p);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            if (i < nd) acc[i] = _mm512_fmadd_ps(pv, kvq_load16(dtype, vc, e + (size_t)(16 * i), all), acc[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        if (i < nd) _mm512_storeu_ps(o + 16 * i, acc[i]);
+}
+
 static int kvq_avx512(void)
 {
     __builtin_cpu_init();
@@ -121,6 +191,11 @@ void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *
                 int kh = h / grp, t = pos[r], lo = window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
                 size_t base = (size_t)seq[r] * ring;
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+                if (fast && D % 16 == 0 && D <= 128) {
+                    attn_row_avx512_d16(dtype, out + (size_t)r * H * D + (size_t)h * D, qr, kc, vc, ks, vs, base, lo,
+                                        t, ring, w, kh, KV, D, sinks ? sinks + h : NULL, scale, s);
+                    continue;
+                }
                 if (fast) {
                     attn_row_avx512(dtype, out + (size_t)r * H * D + (size_t)h * D, qr, kc, vc, ks, vs, base, lo, t,
                                     ring, w, kh, KV, D, sinks ? sinks + h : NULL, scale, s);
