@@ -198,6 +198,77 @@ __attribute__((target("avx512f"), optimize("O3"))) static void rows_avx512(float
 #undef MX512_ROW2
 #undef MX512_PREFETCH_NEXT
 
+/* One input row, 4 blocks (128 weights, 64 bytes) of a row per step: the 64 bytes are 16 dwords
+ * whose eight nibbles, shifted down 4 bits at a time, index the (unscaled) code table directly, so
+ * 8 vpermps decode 128 weights with no byte-to-dword widening; lane i then holds element 8i + k of
+ * the group (x arrives permuted to match: xq) and belongs to block i / 4, whose power of two scales
+ * the group's 16 partial sums once (exact). One widening and two lookups per block fewer than
+ * rows_avx512. Groups with a 255 scale, or K over MX_SCB blocks, go to rows_avx512. */
+__attribute__((target("avx512f"), optimize("O3"))) static void row1_groups(float *out, const float *xq, const float *xp, const uint8_t *blocks,
+                                                                           const uint8_t *scales, const float *bias, int K, int o0, int o1)
+{
+    const size_t nb = (size_t)K / 32, ng = nb / 4;
+    float sc[4][MX_SCB];
+    const __m512 lutv = _mm512_loadu_ps(gpt_fp4_values);
+    /* lane i of a group's scale vector: block i / 4 */
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    for (int o = o0; o < o1; o += 4) {
+        int no = o1 - o < 4 ? o1 - o : 4;
+        const size_t ob[4] = {(size_t)o * nb, (size_t)(o + (no > 1)) * nb, (size_t)(o + (no > 2) * 2) * nb,
+                              (size_t)(o + (no > 3) * 3) * nb};
+        if (memchr(scales + ob[0], 255, (size_t)no * nb)) { /* rare: the table times 2^128 */
+            rows_avx512(out, 1, xp, blocks, scales, bias, 1, K, o, o + no);
+            continue;
+        }
+        scales_f32(sc, scales, ob, 0, (int)nb);
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t g = 0; g < ng; g++) {
+            const char *next = (const char *)(blocks + 16 * (ob[0] + 4 * nb) + 256 * g);
+            _mm_prefetch(next, _MM_HINT_T0);
+            _mm_prefetch(next + 64, _MM_HINT_T0);
+            _mm_prefetch(next + 128, _MM_HINT_T0);
+            _mm_prefetch(next + 192, _MM_HINT_T0);
+            __m512 xk[8];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) xk[k] = _mm512_loadu_ps(xq + 128 * g + 16 * k);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                __m512i v = _mm512_loadu_si512(blocks + 16 * (ob[r] + 4 * g));
+                __m512 part = _mm512_mul_ps(_mm512_permutexvar_ps(v, lutv), xk[0]);
+#pragma GCC unroll 7
+                for (int k = 1; k < 8; k++) {
+                    v = _mm512_srli_epi32(v, 4);
+                    part = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lutv), xk[k], part);
+                }
+                __m512 s4 = _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_loadu_ps(sc[r] + 4 * g)));
+                acc[r] = _mm512_fmadd_ps(part, s4, acc[r]);
+            }
+        }
+        /* the last nb % 4 blocks one at a time, the rows_avx512 way (xp's per-block order) */
+        for (size_t b = 4 * ng; b < nb; b++) {
+            __m512 xl = _mm512_loadu_ps(xp + 32 * b), xh = _mm512_loadu_ps(xp + 32 * b + 16);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                __m512 lut = _mm512_mul_ps(lutv, _mm512_set1_ps(sc[r][b]));
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blocks + 16 * (ob[r] + b))));
+                acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), xl, acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), xh, acc[r]);
+            }
+        }
+        for (int r = 0; r < no; r++) out[o + r] = _mm512_reduce_add_ps(acc[r]) + (bias ? bias[o + r] : 0.0f);
+    }
+}
+
+/* x for row1_groups: in each full group of 128, element 8i + k at 16k + i; the rest as permute_rows */
+static void permute_groups(float *xq, const float *x, int K)
+{
+    int ng = K / 128;
+    for (int g = 0; g < ng; g++)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 16; i++) xq[128 * g + 16 * k + i] = x[128 * g + 8 * i + k];
+    permute_rows(xq + 128 * ng, x + 128 * ng, K, 1, K - 128 * ng);
+}
+
 /* ---- AVX2: 8 lanes; the 8-entry vpermps table gives the magnitude, bit 3 the sign ---- */
 
 __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v)
@@ -325,6 +396,16 @@ int gpt_mxfp4_matmul_isa(int isa, float *out, int ldo, const float *x, int ldx, 
 #ifdef MX_X86
     float *xp = gpt_xmalloc((size_t)n * K * sizeof *xp);
     permute_rows(xp, x, ldx, n, K);
+    if (isa == GPT_MXFP4_AVX512 && n == 1 && K >= 128 && K / 32 <= MX_SCB) { /* decoding: row1_groups */
+        float *xq = gpt_xmalloc((size_t)K * sizeof *xq);
+        permute_groups(xq, x, K);
+        int nch = (O + 31) / 32;
+#pragma omp parallel for schedule(static) if ((size_t)O * K >= MX_PAR_MIN)
+        for (int c = 0; c < nch; c++)
+            row1_groups(out, xq, xp, blocks, scales, bias, K, c * 32, c * 32 + 32 < O ? c * 32 + 32 : O);
+        free(xq), free(xp);
+        return 0;
+    }
     int step = isa == GPT_MXFP4_AVX512 ? 4 : 2, nchunks = (O + 8 * step - 1) / (8 * step);
 #pragma omp parallel for schedule(static) if ((size_t)O * K >= MX_PAR_MIN)
     for (int c = 0; c < nchunks; c++) {

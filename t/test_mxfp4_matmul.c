@@ -70,6 +70,7 @@ int main(void)
 {
     check_shape(1, 32, 1, 1, 0);
     check_shape(1, 2880, 37, 1, 0);
+    check_shape(1, 320, 9, 0, 1); /* one row: 2 groups of 4 blocks and 2 blocks one by one, extreme scales */
     check_shape(2, 96, 9, 0, 0);
     check_shape(3, 64, 70, 1, 1);
     check_shape(5, 160, 13, 1, 0);
