@@ -715,6 +715,13 @@ static void cpu_attn_cached(gpt_backend *be, real *out, const real *q, int ldq, 
                             int window, real scale)
 {
     (void)be;
+#ifndef GPT_CPU_FD_TEST
+    if (gpt_cpu_attn_cached_fast(D)) { /* AVX-512, four keys' dot products reduced together */
+        gpt_cpu_attn_cached_q(be, GPT_KV_F32, out, q, ldq, kc, vc, NULL, NULL, seq, pos, n, ring, sinks, H, KV, D,
+                              window, scale);
+        return;
+    }
+#endif
     int grp = H / KV;
     size_t w = (size_t)KV * D;
 #pragma omp parallel if ((size_t)n * H * D * 64 >= PAR_MIN)

@@ -1,4 +1,5 @@
-/* kv_quant.c: the CPU kernels of a bf16 or int8 KV cache (kv_quant.h). A cache in bf16 halves, and
+/* kv_quant.c: the CPU kernels of a bf16 or int8 KV cache (kv_quant.h); the attention kernel also
+ * serves the f32 cache for head sizes that are multiples of 16 (backend_cpu.c). A cache in bf16 halves, and
  * in int8 quarters, the bytes each decode step reads per context token; entries are converted on
  * the fly inside the attention loops. */
 #include "kv_quant.h"
@@ -51,6 +52,7 @@ void gpt_cpu_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *k
 /* 16 cache entries from e on as floats (bf16: the high half of the word; int8: the integer) */
 KVQ_AVX512 static inline __m512 kvq_load16(int dtype, const void *base, size_t e, __mmask16 mk)
 {
+    if (dtype == GPT_KV_F32) return _mm512_maskz_loadu_ps(mk, (const float *)base + e);
     if (dtype == GPT_KV_BF16) {
         __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t *)base + e);
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -172,6 +174,8 @@ static int kvq_avx512(void)
 static int kvq_avx512(void) { return 0; }
 #endif
 
+int gpt_cpu_attn_cached_fast(int D) { return D > 0 && D % 16 == 0 && D <= 128 && kvq_avx512(); }
+
 void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
                            const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
                            int ring, const float *sinks, int H, int KV, int D, int window, float scale)
@@ -206,7 +210,10 @@ void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *
                 for (int j = lo; j <= t; j++) {
                     size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
                     float dot = 0;
-                    if (dtype == GPT_KV_BF16) {
+                    if (dtype == GPT_KV_F32) {
+                        const float *kr = (const float *)kc + e;
+                        for (int i = 0; i < D; i++) dot += qr[i] * kr[i];
+                    } else if (dtype == GPT_KV_BF16) {
                         const uint16_t *kr = (const uint16_t *)kc + e;
                         for (int i = 0; i < D; i++) dot += qr[i] * gpt_bf16_to_f32_(kr[i]);
                     } else {
@@ -224,7 +231,10 @@ void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *
                 for (int j = lo; j <= t; j++) {
                     size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
                     float p = s[j] / z;
-                    if (dtype == GPT_KV_BF16) {
+                    if (dtype == GPT_KV_F32) {
+                        const float *vr = (const float *)vc + e;
+                        for (int i = 0; i < D; i++) o[i] += p * vr[i];
+                    } else if (dtype == GPT_KV_BF16) {
                         const uint16_t *vr = (const uint16_t *)vc + e;
                         for (int i = 0; i < D; i++) o[i] += p * gpt_bf16_to_f32_(vr[i]);
                     } else {

@@ -22,6 +22,9 @@ static inline float gpt_bf16_to_f32_(uint16_t h)
 
 void gpt_cpu_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *ks, float *vs, const float *k,
                         const float *v, int ld, const int *seq, const int *pos, int n, int ring, int KV, int D);
+/* dtype GPT_KV_F32 too (kc, vc float; ks, vs unused): the CPU backend's attn_cached hands its
+ * AVX-512 cases here. */
+int gpt_cpu_attn_cached_fast(int D);
 void gpt_cpu_attn_cached_q(gpt_backend *be, int dtype, float *out, const float *q, int ldq, const void *kc,
                            const void *vc, const float *ks, const float *vs, const int *seq, const int *pos, int n,
                            int ring, const float *sinks, int H, int KV, int D, int window, float scale);
