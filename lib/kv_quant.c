@@ -108,13 +108,12 @@ KVQ_AVX512 static void attn_row_avx512_d16(int dtype, float *o, const float *qr,
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) qv[i] = i < nd ? _mm512_loadu_ps(qr + 16 * i) : _mm512_setzero_ps();
     float m = sink ? *sink : -INFINITY;
-    int j = lo;
-    for (; j + 3 <= t; j += 4) {
+    for (int j = lo; j <= t; j += 4) { /* past t: key t again, its score dropped */
         __m512 a[4];
         size_t at[4];
 #pragma GCC unroll 4
         for (int u = 0; u < 4; u++) {
-            at[u] = base + (size_t)((j + u) % ring);
+            at[u] = base + (size_t)((j + u <= t ? j + u : t) % ring);
             size_t e = at[u] * w + (size_t)kh * D;
             a[u] = _mm512_setzero_ps();
 #pragma GCC unroll 8
@@ -130,22 +129,11 @@ KVQ_AVX512 static void attn_row_avx512_d16(int dtype, float *o, const float *qr,
                                _mm_add_ps(_mm512_extractf32x4_ps(q4, 2), _mm512_extractf32x4_ps(q4, 3)));
         float d4[4];
         _mm_storeu_ps(d4, r4);
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < 4 && j + u <= t; u++) {
             float dot = dtype == GPT_KV_INT8 ? d4[u] * ks[at[u] * KV + kh] : d4[u];
             s[j + u] = dot * scale;
             if (s[j + u] > m) m = s[j + u];
         }
-    }
-    for (; j <= t; j++) {
-        size_t at = base + (size_t)(j % ring), e = at * w + (size_t)kh * D;
-        __m512 a = _mm512_setzero_ps();
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            if (i < nd) a = _mm512_fmadd_ps(qv[i], kvq_load16(dtype, kc, e + (size_t)(16 * i), all), a);
-        float dot = _mm512_reduce_add_ps(a);
-        if (dtype == GPT_KV_INT8) dot *= ks[at * KV + kh];
-        s[j] = dot * scale;
-        if (s[j] > m) m = s[j];
     }
     float z = sink ? expf(*sink - m) : 0;
     for (int jj = lo; jj <= t; jj++) z += (s[jj] = expf(s[jj] - m));
