@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "blas_check.h"
+#include "checkpoint.h"
 #include "comm.h"
 #include "comm_count.h"
 #include "config.h"
@@ -401,6 +402,20 @@ int main(int argc, char **argv)
     }
     /* the same on every rank: refused on all alike, with one message */
     if (gpt_train_check_mesh(&o, &cfg.model, comm->size, &err) < 0) goto fail_all;
+    /* A fresh run into a directory that holds another run's checkpoints would mix the two runs'
+     * steps (and metrics) under one latest: refused before any work, on every rank. */
+    int clash = 0, first;
+    if (!resume && comm->rank == 0 && o.out_dir) {
+        char lp[4096], name[256] = "?";
+        snprintf(lp, sizeof lp, "%s/latest", o.out_dir);
+        gpt_err ignore;
+        if ((clash = access(lp, F_OK) == 0) && gpt_ckpt_read_latest(o.out_dir, name, sizeof name, &ignore) < 0)
+            snprintf(name, sizeof name, "unreadable");
+        if (clash)
+            gpt_errf(&err, "%s already holds checkpoints (latest: %s); add --resume to continue that run, or "
+                           "choose another --out-dir", o.out_dir, name);
+    }
+    if (gpt_comm_any_failed(comm, clash, &first)) goto fail_all;
     if (gpt_trainer_init(&tr, &o, &cfg.model, comm, &err) < 0) goto fail;
     have_tr = 1;
     int resumed = 0;

@@ -654,8 +654,36 @@ static int save_common(const char *root, int64_t step, const gpt_model_config *c
     char name[64];
     snprintf(name, sizeof name, "step-%08" PRId64, step);
     char *dir = gpt_ckpt_path2(root, name);
+    /* A step directory that latest does not name is a save killed between its rename and latest's
+     * update; a resumed run reaches that step again and replaces it. It is moved aside (under a
+     * temp name that pruning clears once this process is gone) until the new one is in place. */
+    char *aside = NULL;
+    struct stat sb;
+    if (lstat(dir, &sb) == 0) {
+        char latest[GPT_CKPT_NAME_MAX + 1] = "";
+        gpt_err ignore;
+        if (gpt_ckpt_read_latest(root, latest, sizeof latest, &ignore) < 0) latest[0] = 0;
+        if (strcmp(latest, name) == 0) {
+            gpt_errf(err, "%s: already exists and %s/latest names it; refusing to overwrite the checkpoint a resume "
+                          "would load", dir, root);
+            free(dir);
+            return -1;
+        }
+        aside = gpt_xmalloc(strlen(root) + strlen(name) + 64);
+        sprintf(aside, "%s/.%s.old.tmp.%ld", root, name, (long)getpid());
+        gpt_ckpt_remove_tree(aside);
+        if (rename(dir, aside) != 0) {
+            gpt_errf(err, "%s: exists (a save latest never recorded) and cannot be moved aside: %s", dir,
+                     strerror(errno));
+            free(aside);
+            free(dir);
+            return -1;
+        }
+    }
     gpt_ckpt_writer *w = gpt_ckpt_writer_open(dir, cfg, step, opts, err);
     if (!w) {
+        if (aside && rename(aside, dir) != 0) gpt_ckpt_remove_tree(aside);
+        free(aside);
         free(dir);
         return -1;
     }
@@ -685,10 +713,16 @@ static int save_common(const char *root, int64_t step, const gpt_model_config *c
     free(buf);
     if (rc < 0) {
         gpt_ckpt_writer_abort(w);
+        if (aside && rename(aside, dir) != 0) gpt_ckpt_remove_tree(aside);
+        free(aside);
         free(dir);
         return -1;
     }
     rc = gpt_ckpt_writer_commit(w, err);
+    if (aside) { /* on failure the old directory goes back under its name */
+        if (rc == 0 || rename(aside, dir) != 0) gpt_ckpt_remove_tree(aside);
+        free(aside);
+    }
     free(dir);
     if (rc == 0) rc = write_latest(root, name, err);
     if (rc == 0) rc = gpt_ckpt_prune(root, opts ? opts->keep_last : 0, err);

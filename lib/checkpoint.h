@@ -109,6 +109,8 @@ typedef struct gpt_ckpt_blob_info {
     uint64_t size, xxh64;
 } gpt_ckpt_blob_info;
 
+/* The directory name ROOT/latest holds (validated as a plain name); -1 when missing or invalid. */
+int gpt_ckpt_read_latest(const char *root, char *name, size_t cap, gpt_err *err);
 /* path: a checkpoint directory (holding manifest.json) or a root holding `latest`. */
 gpt_ckpt *gpt_ckpt_open(const char *path, gpt_err *err);
 /* Parse and validate a manifest held in memory (no files are touched; for tests and fuzzing). */

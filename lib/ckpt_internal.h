@@ -9,8 +9,6 @@
 /* dir + "/" + name, malloc'd. */
 char *gpt_ckpt_path2(const char *dir, const char *name);
 int gpt_ckpt_fsync_path(const char *path, int is_dir, gpt_err *err);
-/* The directory name ROOT/latest holds (validated as a plain name). */
-int gpt_ckpt_read_latest(const char *root, char *name, size_t cap, gpt_err *err);
 
 /* rm -r (our own temp directories only). */
 void gpt_ckpt_remove_tree(const char *path);

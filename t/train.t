@@ -92,6 +92,24 @@ s=$(expr "$s" + 0 2>/dev/null)
 ok $? "after SIGKILL the latest checkpoint ($last) loads and training goes on"
 diag "$tmp/err"
 
+# ---- a kill between a save's rename and latest's update: the resumed run replaces that step ----
+# (the window the SIGKILL test above hits by chance; here it is made on purpose)
+"$train" $A -n 3 --save-interval 1 --keep-last 0 -o "$tmp/race" 2>"$tmp/err" &&
+    cp -r "$tmp/race/step-00000003" "$tmp/race-ref3" && echo step-00000002 >"$tmp/race/latest" &&
+    "$train" $A -n 3 --save-interval 1 --keep-last 0 -o "$tmp/race" --resume 2>>"$tmp/err" &&
+    [ "$(cat "$tmp/race/latest")" = step-00000003 ] && diff -r "$tmp/race-ref3" "$tmp/race/step-00000003" >&2 &&
+    [ -z "$(ls -A "$tmp/race" | grep '^\.')" ]
+ok $? "a step directory latest never named is replaced on resume, bit for bit, nothing left aside"
+diag "$tmp/err"
+cp "$tmp/race/metrics.jsonl" "$tmp/race-metrics"
+"$train" $A -n 3 --save-interval 1 -o "$tmp/race" 2>"$tmp/err"
+st=$?
+[ $st -ne 0 ] && grep -q "already holds checkpoints (latest: step-00000003); add --resume" "$tmp/err" &&
+    [ "$(grep -c '"step"' "$tmp/race/metrics.jsonl")" -eq "$(grep -c '"step"' "$tmp/race-metrics")" ] &&
+    diff -r "$tmp/race-ref3" "$tmp/race/step-00000003" >&2
+ok $? "a fresh run into a directory with checkpoints is refused before any step (status $st)"
+diag "$tmp/err"
+
 # ---- the loss falls on the shared corpus ----
 if [ -r "$shared/corpus/tinyshakespeare.txt" ] && [ -r "$shared/tokenizers/r50k_base.tiktoken" ]; then
     head -c 300000 "$shared/corpus/tinyshakespeare.txt" >"$tmp/tr.txt"
