@@ -84,13 +84,17 @@ int gpt_beam_search(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o
     memcpy(run, prompt, n_prompt * sizeof *run);
 
     double t0 = now_s();
-    for (size_t f = 0; f + 1 < n_prompt;) {
+    /* all but the last chunk of the prompt without logits, then the last chunk with its last row's */
+    size_t f = 0, head = n_prompt - (n_prompt < GPT_KV_CHUNK ? n_prompt : GPT_KV_CHUNK);
+    while (f < head) {
         int k = 0;
-        for (; k < GPT_KV_CHUNK && f + 1 < n_prompt; k++, f++) tok[k] = (int)prompt[f], sq[k] = 0;
+        for (; k < GPT_KV_CHUNK && f < head; k++, f++) tok[k] = (int)prompt[f], sq[k] = 0;
         if (gpt_model_prefill(m, kc, tok, sq, k, err) < 0) goto out;
     }
-    tok[0] = (int)prompt[n_prompt - 1], sq[0] = 0;
-    if (gpt_model_extend(m, kc, tok, sq, 1, logits, err) < 0) goto out;
+    int k = 0;
+    for (; f < n_prompt; k++, f++) tok[k] = (int)prompt[f], sq[k] = 0;
+    int lastrow = k - 1;
+    if (gpt_model_extend_rows(m, kc, tok, sq, k, &lastrow, 1, logits, err) < 0) goto out;
     if (st) st->prefill_tokens += (long long)n_prompt, st->prefill_s += now_s() - t0;
     t0 = now_s();
 

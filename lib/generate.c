@@ -238,26 +238,38 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
     }
     if (!kc) goto out;
     double t0 = now_s();
-    /* prefill all but the last prompt token, GPT_KV_CHUNK per sequence per call */
-    for (;;) {
-        int rows = 0;
-        for (int i = 0; i < n; i++) {
-            if (!S[i].active) continue;
-            size_t upto = S[i].n_prompt - 1;
-            for (int k = 0; k < GPT_KV_CHUNK && S[i].fed < upto; k++, S[i].fed++)
-                tok[rows] = (int)S[i].prompt[S[i].fed], sq[rows++] = i;
+    /* Prefill, GPT_KV_CHUNK tokens per sequence per call: first all but each prompt's last chunk
+     * (no logits), then the last chunks together, with logits for each prompt's last row only:
+     * the first new token's. */
+    int *last = gpt_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *last);
+    for (int final = 0; final < 2; final++)
+        for (;;) {
+            int rows = 0, nl = 0;
+            for (int i = 0; i < n; i++) {
+                if (!S[i].active) continue;
+                size_t upto = final ? S[i].n_prompt
+                                    : S[i].n_prompt - (S[i].n_prompt < GPT_KV_CHUNK ? S[i].n_prompt : GPT_KV_CHUNK);
+                for (int k = 0; k < GPT_KV_CHUNK && S[i].fed < upto; k++, S[i].fed++)
+                    tok[rows] = (int)S[i].prompt[S[i].fed], sq[rows++] = i;
+                if (final) last[nl++] = rows - 1;
+            }
+            if (!rows) break;
+            if (gpt_model_extend_rows(m, kc, tok, sq, rows, last, nl, on_dev ? NULL : logits, err) < 0) {
+                free(last);
+                goto out;
+            }
+            if (st) st->prefill_tokens += rows;
+            if (final) break;
         }
-        if (!rows) break;
-        if (gpt_model_prefill(m, kc, tok, sq, rows, err) < 0) goto out;
-        if (st) st->prefill_tokens += rows;
-    }
+    free(last);
     int first = 1;
     for (;;) {
         int rows = 0;
         for (int i = 0; i < n; i++)
             if (S[i].active) tok[rows] = (int)S[i].hist.v[S[i].hist.n - 1], sq[rows++] = i;
         if (!rows) break;
-        if (gpt_model_extend(m, kc, tok, sq, rows, on_dev ? NULL : logits, err) < 0) goto out;
+        /* the first round samples from the prefill's logits */
+        if (!first && gpt_model_extend(m, kc, tok, sq, rows, on_dev ? NULL : logits, err) < 0) goto out;
         if (on_dev) dev_sample(&ds, gpt_model_logits(m), c->padded_vocab_size, rows, V, rng, ids);
         for (int r = 0; r < rows; r++) {
             int i = sq[r];
@@ -286,7 +298,7 @@ int gpt_generate(gpt_model *m, const gpt_tokenizer *tk, const gpt_gen_opts *o, g
         }
         double t = now_s();
         if (first) {
-            if (st) st->prefill_tokens += rows, st->prefill_s += t - t0;
+            if (st) st->prefill_s += t - t0;
             first = 0;
         } else if (st) {
             st->decode_tokens += rows, st->decode_s += t - t0;

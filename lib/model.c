@@ -749,6 +749,8 @@ typedef struct {
     struct gpt_kv_cache *cache; /* cache mode when non-NULL */
     const int *seq, *pos;      /* (n) backend memory */
     int no_head;               /* cache mode: fill the cache only (prefill): no final norm, no logits */
+    const int *head_rows;      /* cache mode, non-NULL: logits for these n_head rows only (backend memory) */
+    int n_head;
 } attn_mode;
 
 struct gpt_kv_cache {
@@ -759,7 +761,7 @@ struct gpt_kv_cache {
     int dtype;       /* GPT_KV_* */
     void **k, **v;   /* per layer: (n_seq, ring, KV, D) of dtype */
     float **ks, **vs; /* int8: per layer (n_seq, ring, KV) scales */
-    int *seq_d, *pos_d; /* (rows_cap) staging for a call */
+    int *seq_d, *pos_d, *head_d; /* (rows_cap) staging for a call */
     int rows_cap;
 };
 
@@ -912,9 +914,16 @@ static void model_fwd(gpt_model *m, int N, const attn_mode *am)
         return;
     }
     if (am->no_head) return; /* prefill: the LM head would be a third of a small model's work, unread */
-    be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], m->p.lnf_w, m->p.lnf_b, N, C,
-                 (float)c->norm_eps);
+    const float *hid = m->res[L];                                                         // (N, C)
+    float *picked = NULL;
+    if (am->head_rows) { /* a prompt's last rows only: their logits are the ones sampled from */
+        picked = be->alloc(be, (size_t)am->n_head * C * sizeof(float));
+        be->gather_rows(be, picked, hid, am->head_rows, NULL, am->n_head, C);          // (n_head, C)
+        hid = picked, N = am->n_head;
+    }
+    be->norm_fwd(be, norm, m->lnf, m->lnf_mean, m->lnf_rstd, hid, m->p.lnf_w, m->p.lnf_b, N, C, (float)c->norm_eps);
     be->gemm(be, 0, 1, N, Vp, C, 1.0f, m->lnf, C, m->p.lm_w, C, 0.0f, m->logits, Vp);   // (N, Vp)
+    if (picked) be->free(be, picked);
 }
 
 int gpt_model_forward(gpt_model *m, const int *tokens, const int *targets, int B, int T, const gpt_forward_opts *opts,
@@ -1230,6 +1239,7 @@ void gpt_kv_cache_free(gpt_kv_cache *kc)
     free(kc->ks), free(kc->vs);
     if (kc->seq_d) be->free(be, kc->seq_d);
     if (kc->pos_d) be->free(be, kc->pos_d);
+    if (kc->head_d) be->free(be, kc->head_d);
     free(kc->k), free(kc->v), free(kc->ring), free(kc->len), free(kc);
 }
 
@@ -1301,8 +1311,9 @@ static int pp_extend_fwd(gpt_model *m, int n, const attn_mode *am, gpt_err *err)
     return rc;
 }
 
+/* head: 0 no logits (prefill), 1 every row's, 2 the rows head_rows lists (n_head of them, increasing) */
 static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
-                        int head, gpt_err *err)
+                        int head, const int *head_rows, int n_head, gpt_err *err)
 {
     const gpt_model_config *c = &m->cfg;
     gpt_backend *be = m->be;
@@ -1321,6 +1332,11 @@ static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const
             rc = gpt_errf(err, "extend: sequence %d would exceed the cache's %d tokens (the context is full)", s,
                           kc->max_len);
     }
+    for (int i = 0; head == 2 && i < n_head && rc == 0; i++)
+        if (head_rows[i] < 0 || head_rows[i] >= n || (i > 0 && head_rows[i] <= head_rows[i - 1]))
+            rc = gpt_errf(err, "extend: logits row %d is %d; want increasing rows in 0..%d", i, head_rows[i], n - 1);
+    if (head == 2 && n_head <= 0 && rc == 0) head = 0;
+    int n_out = head == 2 ? n_head : n; /* rows of logits */
     for (int s = 0; s < kc->n_seq && rc == 0; s++)
         if (added[s] > GPT_KV_CHUNK)
             rc = gpt_errf(err, "extend: %d new tokens for sequence %d in one call; feed at most %d per call", added[s], s,
@@ -1328,10 +1344,11 @@ static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const
     if (rc == 0) {
         if (!m->res || n > m->Ncap) alloc_acts(m, n);
         if (n > kc->rows_cap) {
-            if (kc->seq_d) be->free(be, kc->seq_d), be->free(be, kc->pos_d);
+            if (kc->seq_d) be->free(be, kc->seq_d), be->free(be, kc->pos_d), be->free(be, kc->head_d);
             kc->rows_cap = n;
             kc->seq_d = be->alloc(be, (size_t)n * sizeof(int));
             kc->pos_d = be->alloc(be, (size_t)n * sizeof(int));
+            kc->head_d = be->alloc(be, (size_t)n * sizeof(int));
         }
         int maxpos = 0;
         for (int i = 0; i < n; i++) maxpos = pos[i] + 1 > maxpos ? pos[i] + 1 : maxpos;
@@ -1340,7 +1357,9 @@ static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const
         be->to_device(be, kc->seq_d, seqs, (size_t)n * sizeof(int));
         be->to_device(be, kc->pos_d, pos, (size_t)n * sizeof(int));
         m->have_loss = 0;
-        attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d, .no_head = !head};
+        if (head == 2) be->to_device(be, kc->head_d, head_rows, (size_t)n_head * sizeof(int));
+        attn_mode am = {.cache = kc, .seq = kc->seq_d, .pos = kc->pos_d, .no_head = !head,
+                        .head_rows = head == 2 ? kc->head_d : NULL, .n_head = n_head};
         if (m->pp_comm)
             rc = pp_extend_fwd(m, n, &am, err);
         else
@@ -1351,24 +1370,24 @@ static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const
         } else if (logits && m->tp) {
             /* TP inference: gather the vocabulary slices into full rows (the caller samples) */
             int V = c->vocab_size, Vl = c->padded_vocab_size, P = m->tp->size;
-            float *mine = gpt_xmalloc((size_t)n * Vl * sizeof *mine), *all = gpt_xmalloc((size_t)P * n * Vl * sizeof *all);
-            be->to_host(be, mine, m->logits, (size_t)n * Vl * sizeof *mine);
-            rc = m->tp->allgather(m->tp, mine, all, (size_t)n * Vl, err);
+            float *mine = gpt_xmalloc((size_t)n_out * Vl * sizeof *mine), *all = gpt_xmalloc((size_t)P * n_out * Vl * sizeof *all);
+            be->to_host(be, mine, m->logits, (size_t)n_out * Vl * sizeof *mine);
+            rc = m->tp->allgather(m->tp, mine, all, (size_t)n_out * Vl, err);
             for (int r = 0; r < P && rc == 0; r++)
-                for (int i = 0; i < n; i++)
+                for (int i = 0; i < n_out; i++)
                     for (int j = 0; j < Vl && r * Vl + j < V; j++)
-                        logits[(size_t)i * V + r * Vl + j] = all[((size_t)r * n + i) * Vl + j];
+                        logits[(size_t)i * V + r * Vl + j] = all[((size_t)r * n_out + i) * Vl + j];
             free(mine), free(all);
         } else if (logits) {
             int V = c->vocab_size, Vp = c->padded_vocab_size;
             if (V == Vp)
-                be->to_host(be, logits, m->logits, (size_t)n * V * sizeof(float));
+                be->to_host(be, logits, m->logits, (size_t)n_out * V * sizeof(float));
             else
-                for (int i = 0; i < n; i++)
+                for (int i = 0; i < n_out; i++)
                     be->to_host(be, logits + (size_t)i * V, m->logits + (size_t)i * Vp, (size_t)V * sizeof(float));
         }
         if (rc == 0 && logits && m->pp_comm)
-            rc = m->pp_comm->broadcast(m->pp_comm, logits, (size_t)n * c->vocab_size * sizeof *logits, m->pp - 1, err);
+            rc = m->pp_comm->broadcast(m->pp_comm, logits, (size_t)n_out * c->vocab_size * sizeof *logits, m->pp - 1, err);
     }
     free(pos);
     free(added);
@@ -1378,12 +1397,18 @@ static int model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const
 int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, float *logits,
                      gpt_err *err)
 {
-    return model_extend(m, kc, tokens, seqs, n, logits, 1, err);
+    return model_extend(m, kc, tokens, seqs, n, logits, 1, NULL, 0, err);
+}
+
+int gpt_model_extend_rows(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n,
+                          const int *head_rows, int n_head, float *logits, gpt_err *err)
+{
+    return model_extend(m, kc, tokens, seqs, n, logits, 2, head_rows, n_head, err);
 }
 
 int gpt_model_prefill(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, gpt_err *err)
 {
-    return model_extend(m, kc, tokens, seqs, n, NULL, 0, err);
+    return model_extend(m, kc, tokens, seqs, n, NULL, 0, NULL, 0, err);
 }
 
 /* ---- pipeline parallelism hooks (model_pp.h) ---- */

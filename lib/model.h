@@ -115,5 +115,12 @@ int gpt_model_extend(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const in
 /* gpt_model_extend for tokens whose logits nobody reads (a prompt but its last token): the same
  * cache contents, without the final norm and the LM head (gpt_model_logits is then stale). */
 int gpt_model_prefill(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n, gpt_err *err);
+/* gpt_model_extend with logits for the rows head_rows lists only (n_head of them, increasing):
+ * logits (n_head, vocab_size) in that order, and gpt_model_logits (n_head, padded_vocab_size). A
+ * prompt goes in one pass, its last row's logits (the next token's) the only ones computed, as a
+ * prefill should: not a prefill of all but the last token and a second pass over every weight for
+ * it. n_head = 0 is gpt_model_prefill. */
+int gpt_model_extend_rows(gpt_model *m, gpt_kv_cache *kc, const int *tokens, const int *seqs, int n,
+                          const int *head_rows, int n_head, float *logits, gpt_err *err);
 
 #endif

@@ -1,7 +1,7 @@
 /* Decoding through the KV cache gives the logits of a full recompute at every step: one token at
  * a time, in chunks, two sequences interleaved in one call, and past the sliding window (the
  * gpt-oss fixture slides 4 tokens on even layers; its ring holds 4 + GPT_KV_CHUNK - 1 slots, so
- * 150 tokens wrap it). */
+ * 150 tokens wrap it); prefill without logits, and with the last rows' only (extend_rows). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +110,35 @@ static void check(const char *dir)
         ok(gpt_model_prefill(m, kc, &bad, sq, 1, &err) < 0 && strstr(err.msg, "outside the vocabulary"),
            "%s: prefill checks its tokens like extend: %s", dir, err.msg);
         free(a), free(b);
+    }
+    /* extend_rows: two prompts in one call, logits for each one's last row only, equal to the full
+     * recompute's rows; the cache it leaves decodes the next token like extend's does */
+    {
+        int n0 = 9, n1r = 13 < T ? 13 : T - 1, tk[30], sqs[30], rows[2] = {n0 - 1, n0 + n1r - 1};
+        for (int i = 0; i < n0; i++) tk[i] = tok[0][i], sqs[i] = 0;
+        for (int i = 0; i < n1r; i++) tk[n0 + i] = tok[1][i], sqs[n0 + i] = 1;
+        float *two = malloc((size_t)2 * V * sizeof *two);
+        for (size_t i = 0; i < (size_t)2 * V; i++) two[i] = NAN;
+        gpt_kv_cache_clear(kc, -1);
+        int r1 = gpt_model_extend_rows(m, kc, tk, sqs, n0 + n1r, rows, 2, two, &err);
+        double e = fmax(rel_err(two, full + (size_t)(n0 - 1) * V, (size_t)V),
+                        rel_err(two + V, full + (size_t)(T + n1r - 1) * V, (size_t)V));
+        ok(r1 == 0 && e < 1e-5 && gpt_kv_cache_len(kc, 0) == n0 && gpt_kv_cache_len(kc, 1) == n1r,
+           "%s: extend_rows of two prompts (%d and %d tokens): their last rows' logits only (max rel %.1e)", dir,
+           n0, n1r, e);
+        int nx[2] = {tok[0][n0], tok[1][n1r]}, s01[2] = {0, 1};
+        int r2 = gpt_model_extend(m, kc, nx, s01, 2, two, &err);
+        e = fmax(rel_err(two, full + (size_t)n0 * V, (size_t)V), rel_err(two + V, full + (size_t)(T + n1r) * V, (size_t)V));
+        ok(r2 == 0 && e < 1e-5, "%s: then one more token each: the full recompute's logits (max rel %.1e)", dir, e);
+        int back[2] = {3, 3}, past[1] = {n0 + n1r};
+        gpt_kv_cache_clear(kc, -1);
+        ok(gpt_model_extend_rows(m, kc, tk, sqs, n0 + n1r, back, 2, two, &err) < 0 && strstr(err.msg, "increasing") &&
+               gpt_model_extend_rows(m, kc, tk, sqs, n0 + n1r, past, 1, two, &err) < 0 &&
+               gpt_kv_cache_len(kc, 0) == 0,
+           "%s: extend_rows refuses rows out of order or past the call, before touching the cache: %s", dir, err.msg);
+        int r3 = gpt_model_extend_rows(m, kc, tk, sqs, n0 + n1r, NULL, 0, NULL, &err);
+        ok(r3 == 0 && gpt_kv_cache_len(kc, 1) == n1r, "%s: extend_rows with no rows is a prefill", dir);
+        free(two);
     }
     gpt_kv_cache_clear(kc, -1);
     ok(T <= GPT_KV_CHUNK ||

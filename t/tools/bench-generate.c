@@ -214,21 +214,22 @@ static int run(const char *model, int B, int P, int G, int reps, const char *pre
     for (int r = 0; r < reps; r++) {
         gpt_kv_cache_clear(kc, -1);
         /* prefill as gpt_generate does it: every sequence's chunk in one call, all but the last
-         * prompt token into the cache only, then the last tokens with their logits (the first new
-         * token's distribution): the prompt's P tokens count */
+         * chunk into the cache only, then the last chunks with the logits of each one's last row
+         * (the first new token's distribution): the prompt's P tokens count */
         double t0 = omp_get_wtime();
-        for (int p0 = 0; p0 < P - 1; p0 += GPT_KV_CHUNK) {
-            int np = P - 1 - p0 < GPT_KV_CHUNK ? P - 1 - p0 : GPT_KV_CHUNK, *ct = malloc((size_t)B * np * sizeof *ct);
-            for (int b = 0; b < B; b++)
+        int head = P - (P < GPT_KV_CHUNK ? P : GPT_KV_CHUNK);
+        for (int p0 = 0;;) {
+            int fin = p0 >= head, np = fin ? P - p0 : (head - p0 < GPT_KV_CHUNK ? head - p0 : GPT_KV_CHUNK);
+            int *ct = malloc((size_t)B * np * sizeof *ct), *rows = malloc((size_t)B * sizeof *rows);
+            for (int b = 0; b < B; b++) {
                 for (int j = 0; j < np; j++) ct[b * np + j] = tok[b * P + p0 + j], seq[b * np + j] = b;
-            if (gpt_model_prefill(m, kc, ct, seq, B * np, &err) < 0) return die("prefill", &err);
-            free(ct);
-        }
-        {
-            int *ct = malloc((size_t)B * sizeof *ct);
-            for (int b = 0; b < B; b++) ct[b] = tok[b * P + P - 1], seq[b] = b;
-            if (gpt_model_extend(m, kc, ct, seq, B, lg, &err) < 0) return die("prefill", &err);
-            free(ct);
+                rows[b] = b * np + np - 1;
+            }
+            if (gpt_model_extend_rows(m, kc, ct, seq, B * np, rows, fin ? B : 0, fin ? lg : NULL, &err) < 0)
+                return die("prefill", &err);
+            free(ct), free(rows);
+            if (fin) break;
+            p0 += np;
         }
         double tp = omp_get_wtime() - t0;
         /* decode: greedy, one row per sequence per step */
