@@ -18,6 +18,7 @@
 #include "gemm_amx.h"
 #include "gemm_small.h"
 #include "half.h"
+#include "vexp.h"
 #include "kv_quant.h"
 #include "mxfp4.h"
 #include "optim.h"
@@ -48,24 +49,7 @@ typedef GPT_CPU_REAL real;
 #ifdef GPT_CPU_FD_TEST
 static inline real vexp(real x) { return exp(x); }
 #else
-/* exp without a library call, so that loops over it vectorize: Cody-Waite reduction by ln 2 and
- * a degree-6 polynomial; relative error < 3e-7 for x in [-87, 88] (clamped outside). The clamps
- * are two plain selects and the rounding is rint (one roundps): a nested ternary or a
- * truncating conversion after the clamp leaves control flow that stops GCC vectorizing. */
-static inline float vexp(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float fn = __builtin_rintf(x * 1.44269504088896341f);
-    int n = (int)fn;
-    float r = x - fn * 0.693145751953125f - fn * 1.42860682030941723e-6f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f +
-                                                                                      r * 0.00138888892f)))));
-    int32_t bits = (n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
+static inline float vexp(float x) { return gpt_vexpf(x); }
 #endif
 
 /* Row reductions in LANES independent partial sums (or maxima) combined in lane order at the end:

@@ -3,6 +3,7 @@
  * in int8 quarters, the bytes each decode step reads per context token; entries are converted on
  * the fly inside the attention loops. */
 #include "kv_quant.h"
+#include "vexp.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -49,6 +50,27 @@ void gpt_cpu_kv_store_q(gpt_backend *be, int dtype, void *kc, void *vc, float *k
 #include <immintrin.h>
 #define KVQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl"), optimize("O3")))
 
+/* s[lo..t] = exp(s - m) in place, 16 at a time (vexp.h); returns their sum. A scalar expf per key
+ * was most of a decode step's attention at batch 16. */
+KVQ_AVX512 static float exp_sum16(float *s, int lo, int t, float m)
+{
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 z = _mm512_setzero_ps();
+    int j = lo;
+    for (; j + 16 <= t + 1; j += 16) {
+        __m512 e = gpt_vexpf16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        _mm512_storeu_ps(s + j, e);
+        z = _mm512_add_ps(z, e);
+    }
+    if (j <= t) {
+        __mmask16 mk = (__mmask16)((1u << (t + 1 - j)) - 1);
+        __m512 e = gpt_vexpf16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + j), mv));
+        _mm512_mask_storeu_ps(s + j, mk, e);
+        z = _mm512_mask_add_ps(z, mk, z, e);
+    }
+    return _mm512_reduce_add_ps(z);
+}
+
 /* 16 cache entries from e on as floats (bf16: the high half of the word; int8: the integer) */
 KVQ_AVX512 static inline __m512 kvq_load16(int dtype, const void *base, size_t e, __mmask16 mk)
 {
@@ -80,8 +102,7 @@ KVQ_AVX512 static void attn_row_avx512(int dtype, float *o, const float *qr, con
         s[j] = dot * scale;
         if (s[j] > m) m = s[j];
     }
-    float z = sink ? expf(*sink - m) : 0;
-    for (int j = lo; j <= t; j++) z += (s[j] = expf(s[j] - m));
+    float z = (sink ? gpt_vexpf(*sink - m) : 0) + exp_sum16(s, lo, t, m);
     for (int i = 0; i < D; i += 16) {
         __mmask16 mk = D - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - i)) - 1);
         __m512 acc = _mm512_setzero_ps();
@@ -135,8 +156,7 @@ KVQ_AVX512 static void attn_row_avx512_d16(int dtype, float *o, const float *qr,
             if (s[j + u] > m) m = s[j + u];
         }
     }
-    float z = sink ? expf(*sink - m) : 0;
-    for (int jj = lo; jj <= t; jj++) z += (s[jj] = expf(s[jj] - m));
+    float z = (sink ? gpt_vexpf(*sink - m) : 0) + exp_sum16(s, lo, t, m);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
     for (int jj = lo; jj <= t; jj++) {
