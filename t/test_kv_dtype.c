@@ -1,14 +1,17 @@
 /* KV caches in bf16 and int8 (per-head scales): decode logits stay within each type's tolerance of a
  * full fp32 recompute at every step, past the sliding window (the gpt-oss fixture slides 4 tokens
  * on even layers), in chunks, and after forking a sequence (gpt_kv_cache_copy); the f32 cache is
- * the default and unknown dtypes are refused. */
+ * the default and unknown dtypes are refused; the bf16 store rounds every value as
+ * gpt_f32_to_bf16_rne does (ties to even, NaN kept, overflow to inf), vector body and tail. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "backend.h"
 #include "hf_import.h"
+#include "kv_quant.h"
 #include "model.h"
 #include "tap.h"
 
@@ -96,8 +99,41 @@ static void check(const char *dir)
     be->destroy(be);
 }
 
+/* gpt_cpu_kv_store_q's bf16 rows against the scalar rounding, bit for bit */
+static void check_bf16_store(int KV, int D)
+{
+    int w = KV * D, n = 3, ring = 4;
+    float *k = malloc((size_t)n * w * sizeof *k), *v = malloc((size_t)n * w * sizeof *v);
+    uint16_t *kc = calloc((size_t)2 * ring * w, 2), *vc = calloc((size_t)2 * ring * w, 2);
+    static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7fc00001u, 0x7f800001u, 0xff800000u, 0x80000000u,
+                                       0x00000001u, 0x007fffffu, 0x7f7fffffu, 0xbf7fffffu, 0x3f807fffu, 0xffffffffu};
+    uint32_t x = 12345;
+    for (int i = 0; i < n * w; i++) {
+        uint32_t b = (x = x * 1664525u + 1013904223u);
+        if (i % 5 == 0) b = special[(i / 5) % 12];
+        memcpy(&k[i], &b, 4);
+        b = b ^ 0x80010000u;
+        memcpy(&v[i], &b, 4);
+    }
+    int seq[3] = {1, 0, 1}, pos[3] = {5, 2, 6};
+    gpt_cpu_kv_store_q(NULL, GPT_KV_BF16, kc, vc, NULL, NULL, k, v, w, seq, pos, n, ring, KV, D);
+    int bad = 0;
+    for (int r = 0; r < n; r++) {
+        size_t at = (size_t)seq[r] * ring + (size_t)(pos[r] % ring);
+        for (int i = 0; i < w; i++) {
+            bad += kc[at * w + i] != gpt_f32_to_bf16_rne(k[(size_t)r * w + i]);
+            bad += vc[at * w + i] != gpt_f32_to_bf16_rne(v[(size_t)r * w + i]);
+        }
+    }
+    ok(bad == 0, "bf16 cache store, %d x %d per row: every value rounded as gpt_f32_to_bf16_rne (%d differ)", KV, D,
+       bad);
+    free(k), free(v), free(kc), free(vc);
+}
+
 int main(void)
 {
+    check_bf16_store(2, 64); /* whole vectors */
+    check_bf16_store(3, 24); /* 72 per row: a tail of 8 */
     check("tiny-gpt-oss");
     check("tiny-gpt2");
     return done_testing();
